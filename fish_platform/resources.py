@@ -4,8 +4,6 @@ Values come from the environment through ``dg.EnvVar`` (read at launch, hidden i
 or from :mod:`fish_platform.settings`; changing from laptop to cloud is configuration only.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg
@@ -19,6 +17,7 @@ class PlatformResource(dg.ConfigurableResource):
 
     data_dir: str
     profile: str = "demo"
+    min_images_per_species: int = 0  # 0: the profile's default
 
     @property
     def root(self) -> Path:
@@ -77,7 +76,8 @@ class MlflowResource(dg.ConfigurableResource):
     def client(self):
         from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri)
+        registry_uri = self.registry_uri or self.tracking_uri
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=registry_uri)
 
 
 def default_mlflow_resource() -> MlflowResource:
@@ -92,3 +92,28 @@ def default_mlflow_resource() -> MlflowResource:
         model_name=settings.model_name,
         artifact_location=artifact_location,
     )
+
+
+class ImageStoreResource(dg.ConfigurableResource):
+    """The raw image source: a local folder or ``s3://bucket/prefix`` (any S3-compatible endpoint)."""
+
+    raw_uri: str
+    s3_endpoint_url: str | None = None
+
+    def store(self):
+        from fish_platform.data.store import open_store
+
+        return open_store(self.raw_uri, self.s3_endpoint_url)
+
+
+class SparkResource(dg.ConfigurableResource):
+    """A Spark session: ``local[*]`` by default, a cluster (``spark://``, ``k8s://``, ``yarn``) by config."""
+
+    master: str = "local[*]"
+    app_name: str = "fish-platform"
+    conf: dict[str, str] = {}
+
+    def session(self):
+        from fish_platform.data.spark import build_spark_session
+
+        return build_spark_session(self.master, self.app_name, self.conf)

@@ -1,0 +1,168 @@
+"""Data assets: the raw-image manifest and the Spark-built dataset, with their checks.
+
+Thin adapters: the work happens in :mod:`fish_platform.data`.
+"""
+
+import time
+
+import dagster as dg
+
+from fish_platform.data.dataset import DatasetConfig, build_dataset, read_ledger
+from fish_platform.data.manifest import build_manifest, read_manifest
+from fish_platform.data.splits import SPLITS
+from fish_platform.resources import ImageStoreResource, PlatformResource, SparkResource
+
+DATA_GROUP = "data"
+
+
+def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@dg.asset(group_name=DATA_GROUP, kinds={"python", "s3"})
+def raw_fish_images(
+    context: dg.AssetExecutionContext, image_store: ImageStoreResource, platform: PlatformResource
+) -> dg.Output[dict]:
+    """Manifest of every raw image under the source: uri, species, sha256, bytes, modified time."""
+    store = image_store.store()
+    path = platform.manifest_dir / "raw_manifest.parquet"
+
+    def progress(done: int) -> None:
+        if done % 1000 == 0:
+            context.log.info(f"listed and hashed {done} images")
+
+    summary = build_manifest(store, path, progress)
+    context.log.info(
+        f"{summary.images} images of {len(summary.species_counts)} species under {store.uri} "
+        f"({summary.rehashed} hashed, the rest reused from the previous manifest)"
+    )
+    return dg.Output(
+        {"manifest_path": str(path), "source": store.uri, "images": summary.images},
+        metadata={
+            "source": store.uri,
+            "images": summary.images,
+            "species": len(summary.species_counts),
+            "total_mb": round(summary.total_bytes / 1e6, 2),
+            "rehashed": summary.rehashed,
+            "manifest": dg.MetadataValue.path(str(path)),
+            "images_per_species": dg.MetadataValue.md(
+                _markdown_table(["species", "images"], [[k, v] for k, v in summary.species_counts.items()])
+            ),
+        },
+    )
+
+
+class FishDatasetConfig(dg.Config):
+    """How the Spark job prepares images. ``image_size`` 0 means the profile's default."""
+
+    image_size: int = 0
+    train_fraction: float = 0.8
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+
+@dg.asset(group_name=DATA_GROUP, kinds={"spark", "parquet"})
+def fish_dataset(
+    context: dg.AssetExecutionContext,
+    config: FishDatasetConfig,
+    raw_fish_images: dict,
+    spark: SparkResource,
+    image_store: ImageStoreResource,
+    platform: PlatformResource,
+) -> dg.Output[dict]:
+    """Decoded, validated, resized, deduplicated images split train/val/test, as Parquet."""
+    image_size = config.image_size or platform.defaults.image_size
+    dataset_config = DatasetConfig(
+        image_size=image_size,
+        fractions={"train": config.train_fraction, "val": config.val_fraction, "test": config.test_fraction},
+    )
+    start = time.perf_counter()
+    session = spark.session()
+    startup_s = time.perf_counter() - start
+    context.log.info(f"Spark session on {session.sparkContext.master} ready in {startup_s:.1f}s")
+    result = build_dataset(
+        session,
+        read_manifest(raw_fish_images["manifest_path"]),
+        raw_fish_images["source"],
+        platform.dataset_dir,
+        dataset_config,
+        endpoint_url=image_store.s3_endpoint_url,
+        log=context.log.info,
+    )
+    rows = [[species] + [result.split_counts[s][species] for s in SPLITS] for species in result.labels]
+    quarantine_rows = [[q["uri"], q["reason"], q["detail"] or ""] for q in result.quarantined]
+    duplicate_rows = [[d["uri"], d["duplicate_of"]] for d in result.duplicates]
+    return dg.Output(
+        {
+            "dataset_dir": str(result.output_dir),
+            "labels": result.labels,
+            "image_size": image_size,
+            "split_counts": result.split_counts,
+        },
+        metadata={
+            "rows": result.rows,
+            "species": len(result.labels),
+            "image_size": image_size,
+            **{f"{s}_rows": sum(result.split_counts[s].values()) for s in SPLITS},
+            "quarantined": len(result.quarantined),
+            "duplicates_dropped": len(result.duplicates),
+            "duration_s": round(result.duration_s, 2),
+            "spark_startup_s": round(startup_s, 2),
+            "spark_master": session.sparkContext.master,
+            "path": dg.MetadataValue.path(str(result.images_dir)),
+            "rows_per_split": dg.MetadataValue.md(_markdown_table(["species", *SPLITS], rows)),
+            "quarantined_files": dg.MetadataValue.md(
+                _markdown_table(["file", "reason", "detail"], quarantine_rows) if quarantine_rows else "none"
+            ),
+            "duplicate_files": dg.MetadataValue.md(
+                _markdown_table(["dropped", "duplicate of"], duplicate_rows) if duplicate_rows else "none"
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset=fish_dataset, blocking=True, description="No image (by sha256) appears in two splits.")
+def no_image_in_two_splits(platform: PlatformResource) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    frame = pd.read_parquet(platform.dataset_dir / "images", columns=["sha256", "split"])
+    per_hash = frame.groupby("sha256")["split"].nunique()
+    leaks = per_hash[per_hash > 1]
+    ledger = read_ledger(platform.dataset_dir)
+    pairs = zip(frame["sha256"], frame["split"], strict=True)
+    moved = sum(1 for sha, split in pairs if ledger.get(sha) != split)
+    return dg.AssetCheckResult(
+        passed=bool(leaks.empty and moved == 0 and not frame["sha256"].duplicated().any()),
+        metadata={"images_in_two_splits": len(leaks), "rows_disagreeing_with_ledger": moved},
+    )
+
+
+@dg.asset_check(asset=fish_dataset, blocking=True, description="Every species has images in every split.")
+def every_species_in_every_split(fish_dataset: dict) -> dg.AssetCheckResult:
+    missing = [
+        f"{species} missing from {split}"
+        for split, counts in fish_dataset["split_counts"].items()
+        for species, count in counts.items()
+        if count == 0
+    ]
+    return dg.AssetCheckResult(passed=not missing, metadata={"missing": ", ".join(missing) or "none"})
+
+
+@dg.asset_check(asset=fish_dataset, blocking=True, description="Enough images per species.")
+def minimum_images_per_species(fish_dataset: dict, platform: PlatformResource) -> dg.AssetCheckResult:
+    minimum = platform.min_images_per_species or platform.defaults.min_images_per_species
+    totals = {
+        species: sum(counts[species] for counts in fish_dataset["split_counts"].values())
+        for species in fish_dataset["labels"]
+    }
+    short = {species: n for species, n in totals.items() if n < minimum}
+    return dg.AssetCheckResult(
+        passed=not short,
+        metadata={"minimum": minimum, "fewest": min(totals.values()), "below_minimum": str(short or "none")},
+    )
+
+
+DATA_ASSETS = [raw_fish_images, fish_dataset]
+DATA_CHECKS = [no_image_in_two_splits, every_species_in_every_split, minimum_images_per_species]

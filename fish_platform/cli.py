@@ -1,0 +1,152 @@
+"""The ``fish-platform`` command: sample data, Kaggle download, registry promotion, checks."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from fish_platform.logs import configure_logging
+
+log = logging.getLogger("fish_platform.cli")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"size must look like 256x192, got {text!r}") from exc
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError("size must be at least 16x16")
+    return width, height
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fish_platform.data.synthetic import generate_dataset
+
+    with tqdm(total=0, unit="img", desc="generating synthetic fish") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        summary = generate_dataset(
+            Path(args.dir),
+            species=args.species,
+            per_species=args.per_species,
+            size=args.size,
+            corrupt=args.corrupt,
+            duplicates=args.duplicates,
+            seed=args.seed,
+            progress=progress,
+        )
+    print(
+        f"SYNTHETIC data (procedural drawings, not real photos): {summary.total_files} files, "
+        f"{len(summary.species)} species, {len(summary.corrupt_files)} corrupt, "
+        f"{len(summary.duplicate_pairs)} duplicates in {summary.out_dir}"
+    )
+    return 0
+
+
+def cmd_download_kaggle(args: argparse.Namespace) -> int:
+    from fish_platform.data.kaggle import KaggleDownloadError, download_kaggle
+
+    try:
+        path = download_kaggle(Path(args.dir))
+    except KaggleDownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"downloaded to {path}; use it with FISH_RAW_URI={path}")
+    return 0
+
+
+def _registry_client():
+    from fish_platform.resources import default_mlflow_resource
+
+    resource = default_mlflow_resource()
+    return resource.client(), resource.model_name
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from fish_platform import registry
+
+    client, model_name = _registry_client()
+    registry.promote(client, model_name, str(args.version), reason=args.reason or "promoted by hand (CLI)")
+    print(f"{model_name} version {args.version} is now @production")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from fish_platform import registry
+
+    client, model_name = _registry_client()
+    version = registry.rollback(client, model_name, reason=args.reason or "rolled back by hand (CLI)")
+    print(f"{model_name} @production rolled back to version {version}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the prerequisites a run needs, one line each."""
+    from fish_platform.data.spark import JavaNotFoundError, java_version
+    from fish_platform.settings import load_settings
+
+    ok = True
+    try:
+        print(f"java: {java_version()}")
+    except JavaNotFoundError as exc:
+        print(f"java: MISSING - {exc}")
+        ok = False
+    settings = load_settings()
+    print(f"profile: {settings.profile}; data dir: {settings.data_dir}; raw images: {settings.raw_uri}")
+    print(
+        f"mlflow: {settings.mlflow_tracking_uri}; "
+        f"redis: {settings.redis_url or 'in-process LRU (REDIS_URL unset)'}"
+    )
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fish-platform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sample = sub.add_parser("sample-data", help="generate SYNTHETIC procedural fish images (Kaggle layout)")
+    sample.add_argument("dir")
+    sample.add_argument("--species", type=int, default=5)
+    sample.add_argument("--per-species", type=int, default=40)
+    sample.add_argument("--size", type=_size, default=None, help="WxH; default: varied sizes")
+    sample.add_argument("--corrupt", type=int, default=0, help="extra corrupt files to add")
+    sample.add_argument("--duplicates", type=int, default=0, help="extra exact duplicates to add")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(func=cmd_sample_data)
+
+    kaggle = sub.add_parser(
+        "download-kaggle", help='download "A Large Scale Fish Dataset" (needs credentials)'
+    )
+    kaggle.add_argument("dir")
+    kaggle.set_defaults(func=cmd_download_kaggle)
+
+    promote = sub.add_parser("promote", help="move the production alias to VERSION by hand")
+    promote.add_argument("version", type=int)
+    promote.add_argument("--reason")
+    promote.set_defaults(func=cmd_promote)
+
+    rollback = sub.add_parser("rollback", help="move the production alias back to the previous champion")
+    rollback.add_argument("--reason")
+    rollback.set_defaults(func=cmd_rollback)
+
+    doctor = sub.add_parser("doctor", help="check prerequisites (Java for Spark) and show the settings")
+    doctor.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Helpers shared by tests (import as ``fish_platform_tests.helpers``)."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def write_image(
+    path: Path, color: tuple[int, int, int], size: tuple[int, int] = (48, 40), seed: int = 0
+) -> Path:
+    """A small noisy image of one dominant colour (PNG or JPEG by suffix)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(color) * 0.8 + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255).astype("uint8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+COLORS = {
+    "Sea Bass": (200, 60, 40),
+    "Trout": (40, 180, 60),
+    "Shrimp": (50, 70, 210),
+    "Red Mullet": (220, 200, 40),
+}
+
+
+def dagster_resources(raw_uri: str, data_dir: Path, **overrides) -> dict:
+    """The platform's resources pointed at test folders (embedded defaults otherwise)."""
+    from fish_platform.resources import ImageStoreResource, MlflowResource, PlatformResource, SparkResource
+    from fish_platform.sensors import RawSensorResource
+
+    resources = {
+        "platform": PlatformResource(data_dir=str(data_dir), profile="demo", min_images_per_species=3),
+        "image_store": ImageStoreResource(
+            raw_uri=raw_uri, s3_endpoint_url=overrides.pop("s3_endpoint_url", None)
+        ),
+        "spark": SparkResource(master="local[2]"),
+        "mlflow": MlflowResource(
+            tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}",
+            artifact_location=(data_dir / "mlartifacts").as_uri(),
+        ),
+        "raw_sensor": RawSensorResource(min_batch=1, quiet_seconds=0),
+    }
+    resources.update(overrides)
+    return resources
