@@ -45,8 +45,8 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
         )
     print(
         f"SYNTHETIC data (procedural drawings, not real photos): {summary.total_files} files, "
-        f"{len(summary.species)} species, {len(summary.corrupt_files)} corrupt, "
-        f"{len(summary.duplicate_pairs)} duplicates in {summary.out_dir}"
+        f"{len(summary.species)} species, {len(summary.corrupt)} corrupt, "
+        f"{len(summary.duplicates)} duplicates in {summary.out_dir}"
     )
     return 0
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fish_platform_tests.helpers import COLORS, write_image
+from fish_platform_tests.helpers import COLORS, REPO_ROOT, write_image
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_OUTPUT = REPO_ROOT / "test-output"
 
 # Fake credentials for the loopback S3 server; set before any Spark worker starts so workers inherit them.

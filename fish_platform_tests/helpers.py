@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def write_image(
     path: Path, color: tuple[int, int, int], size: tuple[int, int] = (48, 40), seed: int = 0

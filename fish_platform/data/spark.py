@@ -43,6 +43,7 @@ def build_spark_session(master: str = "local[*]", app_name: str = "fish-platform
     if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: stay on loopback
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)

@@ -1,0 +1,47 @@
+"""The code location loads and validates as users load it."""
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from fish_platform_tests.helpers import REPO_ROOT
+
+
+def test_definitions_load_with_every_asset_check_sensor_and_schedule(tmp_path, monkeypatch):
+    monkeypatch.setenv("FISH_DATA_DIR", str(tmp_path))
+    import importlib
+
+    import fish_platform.definitions as module
+
+    defs = importlib.reload(module).defs
+    dg.Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert {
+        "raw_fish_images",
+        "fish_dataset",
+        "fish_classifier",
+        "model_evaluation",
+        "production_model",
+    } <= keys
+    assert defs.resolve_sensor_def("new_raw_images") is not None
+    schedule = defs.resolve_schedule_def("periodic_retrain")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+    checks = {key.name for key in graph.asset_check_keys}
+    assert {"no_image_in_two_splits", "every_species_in_every_split", "minimum_images_per_species"} <= checks
+
+
+def test_dagster_cli_validates_the_module(tmp_path):
+    env = {**os.environ, "FISH_DATA_DIR": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    result = subprocess.run(
+        [dagster, "definitions", "validate", "-m", "fish_platform.definitions"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
