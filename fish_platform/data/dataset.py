@@ -153,18 +153,25 @@ def build_dataset(
     timings["decode_s"] = time.perf_counter() - started
     log(f"decoded: {len(quarantined)} file(s) quarantined")
 
+    # Deduplicate on the narrow columns only, so no image bytes cross a shuffle.
+    by_hash = Window.partitionBy("sha256").orderBy("uri")
     ranked = (
         processed.filter(F.col("status") == "ok")
-        .withColumn("dup_rank", F.row_number().over(Window.partitionBy("sha256").orderBy("uri")))
-        .withColumn("kept_uri", F.first("uri").over(Window.partitionBy("sha256").orderBy("uri")))
+        .select("uri", "species", "sha256")
+        .withColumn("dup_rank", F.row_number().over(by_hash))
+        .withColumn("kept_uri", F.first("uri").over(by_hash))
+        .collect()
     )
-    duplicates = [
-        {"uri": r.uri, "species": r.species, "duplicate_of": r.kept_uri, "sha256": r.sha256}
-        for r in ranked.filter(F.col("dup_rank") > 1).select("uri", "species", "kept_uri", "sha256").collect()
-    ]
-    duplicates.sort(key=lambda r: r["uri"])
-    unique = ranked.filter(F.col("dup_rank") == 1)
-    keys = [(r.sha256, r.species) for r in unique.select("sha256", "species").collect()]
+    duplicates = sorted(
+        (
+            {"uri": r.uri, "species": r.species, "duplicate_of": r.kept_uri, "sha256": r.sha256}
+            for r in ranked
+            if r.dup_rank > 1
+        ),
+        key=lambda r: r["uri"],
+    )
+    kept = [r for r in ranked if r.dup_rank == 1]
+    keys = [(r.sha256, r.species) for r in kept]
     if not keys:
         raise ValueError("no valid images left after validation: every file was quarantined")
     log(f"deduplicated: {len(duplicates)} exact duplicate(s) dropped, {len(keys)} unique images")
@@ -172,26 +179,21 @@ def build_dataset(
     ledger = read_ledger(output_dir)
     assignment = assign_splits(keys, ledger, fractions)
     labels = sorted({species for _, species in keys})
-    splits_df = spark.createDataFrame(
-        pd.DataFrame({"sha256": list(assignment), "split": list(assignment.values())})
-    )
-    label_df = spark.createDataFrame(pd.DataFrame({"species": labels, "label": list(range(len(labels)))}))
-    final = (
-        unique.join(F.broadcast(splits_df), "sha256")
-        .join(F.broadcast(label_df), "species")
-        .select(
-            "sha256",
-            "species",
-            F.col("label").cast("int").alias("label"),
-            "split",
-            "image",
-            "uri",
-            "orig_width",
-            "orig_height",
+    label_of = {name: index for index, name in enumerate(labels)}
+    chosen = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "uri": [r.uri for r in kept],
+                "split": [assignment[r.sha256] for r in kept],
+                "label": pd.Series([label_of[r.species] for r in kept], dtype="int32"),
+            }
         )
     )
+    final = processed.join(F.broadcast(chosen), "uri").select(
+        "sha256", "species", "label", "split", "image", "uri", "orig_width", "orig_height"
+    )
     staging = output_dir / f".images-{uuid.uuid4().hex[:8]}"
-    final.repartition("split").write.mode("overwrite").partitionBy("split").parquet(str(staging))
+    final.write.mode("overwrite").partitionBy("split").parquet(str(staging))
     processed.unpersist()
     timings["write_s"] = time.perf_counter() - started - timings["decode_s"]
 
