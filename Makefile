@@ -54,5 +54,13 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/serving.py
 
+FISH_OVERLAY ?= local
+
+deploy:
+	k8s/deploy.sh $(FISH_OVERLAY)
+
+print-urls:
+	k8s/print-urls.sh $(FISH_OVERLAY)
+
 clean:
 	rm -rf fish-data test-output

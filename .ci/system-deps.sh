@@ -14,6 +14,7 @@ have_pg || missing+=("postgresql:PostgreSQL for the production-profile tests")
 have chromium || missing+=("chromium:headless Chromium for the web page tests")
 have promtool || missing+=("prometheus:promtool for the monitoring config checks")
 have npm || missing+=("npm:npm for the front-end packages")
+have shellcheck || missing+=("shellcheck:shellcheck for the deployment scripts")
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 packages=()
