@@ -1,0 +1,213 @@
+"""Two-phase training of the EfficientNet classifier on the streamed dataset.
+
+Phase ``head``: with pretrained weights the base is frozen and only the new head learns; from
+scratch (``weights=none``) there is nothing worth freezing, so the whole network learns.
+Phase ``finetune``: pretrained bases unfreeze their top ``fine_tune_layers`` layers (BatchNormalization
+stays frozen); from scratch the whole network goes on at the lower learning rate.
+Each phase stops early when the validation loss stops improving; the weights of the best epoch
+over both phases are restored at the end, so the model returned is never a late, worse one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fish_platform.ml.config import TrainConfig
+from fish_platform.ml.input import (
+    DatasetInfo,
+    class_weights,
+    label_counts,
+    make_dataset,
+    read_dataset_info,
+)
+from fish_platform.ml.model import ResolvedWeights, build_model, freeze_base, normalize_variant, unfreeze_top
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based over both phases
+    phase: str
+    metrics: dict[str, float]  # loss, accuracy, val_loss, val_accuracy, learning_rate
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    weights: ResolvedWeights
+    info: DatasetInfo
+    config: TrainConfig
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_loss: float = float("inf")
+    best_val_accuracy: float = 0.0
+    duration_s: float = 0.0
+    train_images: int = 0
+    val_images: int = 0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    @property
+    def train_images_per_s(self) -> float:
+        seconds = sum(record.seconds for record in self.history)
+        return self.train_images * self.epochs_run / seconds if seconds else 0.0
+
+    def curves(self) -> dict[str, list[float]]:
+        """Metric name -> values per epoch (for plots)."""
+        names = sorted({name for record in self.history for name in record.metrics})
+        return {name: [record.metrics.get(name, float("nan")) for record in self.history] for name in names}
+
+
+EpochCallback = Callable[[EpochRecord], None]
+
+
+def _callbacks_module() -> Any:
+    import keras
+
+    class EpochReporter(keras.callbacks.Callback):
+        """Hands every finished epoch to ``on_epoch`` (Dagster log lines, MLflow metrics)."""
+
+        def __init__(self, phase: str, on_epoch: EpochCallback | None, records: list) -> None:
+            super().__init__()
+            self.phase, self.on_epoch, self.records = phase, on_epoch, records
+            self._started = 0.0
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            metrics = {k: float(v) for k, v in (logs or {}).items()}
+            metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            record = EpochRecord(epoch + 1, self.phase, metrics, time.perf_counter() - self._started)
+            self.records.append(record)
+            if self.on_epoch is not None:
+                self.on_epoch(record)
+
+    class KeepBest(keras.callbacks.Callback):
+        """Remembers the weights of the lowest validation loss across phases (by variable path).
+
+        Keyed by path rather than position because freezing and unfreezing between phases must
+        not be able to shuffle which array belongs to which variable.
+        """
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.best_loss = float("inf")
+            self.best_accuracy = 0.0
+            self.best_epoch = 0
+            self.best: dict[str, np.ndarray] | None = None
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            loss = float((logs or {}).get("val_loss", float("inf")))
+            if np.isfinite(loss) and loss < self.best_loss:
+                self.best_loss, self.best_epoch = loss, epoch + 1
+                self.best_accuracy = float((logs or {}).get("val_accuracy", 0.0))
+                self.best = {v.path: keras.ops.convert_to_numpy(v) for v in self.model.weights}
+
+        def restore(self, model: Any) -> None:
+            if self.best is not None:
+                for variable in model.weights:
+                    variable.assign(self.best[variable.path])
+
+    return EpochReporter, KeepBest
+
+
+def train_classifier(
+    config: TrainConfig,
+    dataset_dir: str | Path,
+    *,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train on the ``train`` split, early-stop on ``val``; returns the model with its best weights.
+
+    Raises ``ValueError`` if ``config.image_size`` differs from the dataset's, and
+    :class:`~fish_platform.ml.model.WeightsUnavailable` if the requested weights cannot be loaded.
+    """
+    import keras
+
+    config.validate()
+    info = read_dataset_info(dataset_dir)
+    if config.image_size != info.image_size:
+        raise ValueError(
+            f"image_size {config.image_size} differs from the dataset's {info.image_size} (labels.json); "
+            "rebuild the dataset at that size or train at the dataset's size"
+        )
+    keras.utils.set_random_seed(config.seed)
+    model, weights = build_model(
+        info.n_classes,
+        info.image_size,
+        normalize_variant(config.variant),
+        config.weights,
+        dropout=config.dropout,
+        bn_momentum=config.bn_momentum,
+    )
+    counts = label_counts(dataset_dir, "train", info.n_classes)
+    val_counts = label_counts(dataset_dir, "val", info.n_classes)
+    if counts.sum() == 0 or val_counts.sum() == 0:
+        raise ValueError("the train and val splits must both hold images")
+    result = TrainResult(
+        model, weights, info, config, train_images=int(counts.sum()), val_images=int(val_counts.sum())
+    )
+    weight_of = class_weights(counts) if config.class_weights else None
+    train_data = make_dataset(
+        dataset_dir, "train", info.image_size, config.batch_size,
+        training=True, augment=config.augment, seed=config.seed, shuffle_buffer=config.shuffle_buffer,
+    )
+    val_data = make_dataset(dataset_dir, "val", info.image_size, config.batch_size)
+    reporter_cls, keep_best_cls = _callbacks_module()
+    keep_best = keep_best_cls()
+    started = time.perf_counter()
+    phases = [
+        ("head", config.epochs_head, config.lr_head),
+        ("finetune", config.epochs_finetune, config.lr_finetune),
+    ]
+    for phase, epochs, learning_rate in phases:
+        if epochs == 0:
+            continue
+        if weights.pretrained:
+            if phase == "head":
+                freeze_base(model)
+            else:
+                trainable = unfreeze_top(model, config.fine_tune_layers)
+                log.info("fine-tuning %d layers of the base", trainable)
+        if weights.pretrained or getattr(model, "optimizer", None) is None:
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate),
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=["accuracy"],
+            )
+        else:
+            # From scratch the trainable set does not change between phases: lowering the learning
+            # rate in place keeps the traced train step (recompiling costs a full retrace).
+            model.optimizer.learning_rate.assign(learning_rate)
+        done = len(result.history)
+        model.fit(
+            train_data,
+            validation_data=val_data,
+            initial_epoch=done,
+            epochs=done + epochs,
+            class_weight=weight_of,
+            shuffle=False,  # the tf.data pipeline shuffles
+            verbose=0,
+            callbacks=[
+                reporter_cls(phase, on_epoch, result.history),
+                keep_best,
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+            ],
+        )
+        keep_best.restore(model)  # the next phase starts from the best weights so far
+    result.duration_s = time.perf_counter() - started
+    result.best_epoch, result.best_val_loss = keep_best.best_epoch, keep_best.best_loss
+    result.best_val_accuracy = keep_best.best_accuracy
+    return result

@@ -1,0 +1,170 @@
+"""The model half of the graph materialized in-process: training, evaluation, promotion.
+
+``fish_dataset`` is replaced by a stub returning a Parquet dataset written by the fixtures, so
+these tests need no Spark. The learning test trains EfficientNet-B0 from scratch at 48 px.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+import fish_platform.ml.tracking as tracking
+from fish_platform.assets.model import MODEL_ASSETS, MODEL_CHECKS
+from fish_platform.ml.input import read_dataset_info
+from fish_platform.registry import PRODUCTION_ALIAS, TAG_DECISION, get_champion, promote, register_challenger
+from fish_platform.resources import MlflowResource, PlatformResource
+from fish_platform_tests.ml.ml_helpers import synthetic_images, write_parquet_dataset
+
+MODEL_NAME = "fish-graph-test"
+
+
+def _dataset_stub(dataset_dir: Path) -> dg.AssetsDefinition:
+    info = read_dataset_info(dataset_dir)
+
+    @dg.asset(name="fish_dataset", group_name="data")
+    def fish_dataset() -> dict:
+        return {"dataset_dir": str(dataset_dir), "labels": info.labels, "image_size": info.image_size}
+
+    return fish_dataset
+
+
+def _materialize(dataset_dir: Path, store, tmp_path: Path, classifier_config: dict):
+    resources = {
+        "platform": PlatformResource(data_dir=str(tmp_path / "fish-data"), profile="demo"),
+        "mlflow": MlflowResource(
+            tracking_uri=store.tracking_uri,
+            experiment_name="fish-graph",
+            model_name=MODEL_NAME,
+            artifact_location=store.artifact_location,
+        ),
+    }
+    run_config = {
+        "ops": {
+            "fish_classifier": {"config": classifier_config},
+            "model_evaluation": {"config": {"latency_calls": 5, "batch_size": 16}},
+        }
+    }
+    return dg.materialize(
+        [_dataset_stub(dataset_dir), *MODEL_ASSETS, *MODEL_CHECKS],
+        resources=resources,
+        run_config=run_config,
+        raise_on_error=False,
+    )
+
+
+def _client(store) -> MlflowClient:
+    return MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.tracking_uri)
+
+
+class Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+@pytest.mark.timeout(180)
+def test_failed_training_leaves_the_registry_untouched(tiny_dataset, mlflow_store, tmp_path, monkeypatch):
+    client = _client(mlflow_store)
+    with mlflow.start_run() as run:
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
+    champion = register_challenger(
+        client, MODEL_NAME, info.model_uri, run_id=run.info.run_id, macro_f1=0.5, fingerprint="0" * 64
+    )
+    promote(client, MODEL_NAME, champion.version, "existing champion")
+
+    real_train = tracking.train_classifier
+
+    def train_then_crash(config, dataset_dir, *, on_epoch=None):
+        def crash(record):
+            on_epoch(record)
+            raise RuntimeError("worker lost mid-training")
+
+        return real_train(config, dataset_dir, on_epoch=crash)
+
+    monkeypatch.setattr(tracking, "train_classifier", train_then_crash)
+    result = _materialize(
+        tiny_dataset, mlflow_store, tmp_path, {"epochs_head": 2, "epochs_finetune": 1, "batch_size": 16}
+    )
+    assert not result.success
+    materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert materialized == {"fish_dataset"}
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    assert [str(v.version) for v in versions] == [str(champion.version)]
+    assert str(get_champion(client, MODEL_NAME).version) == str(champion.version)
+    runs = client.search_runs([client.get_experiment_by_name("fish-graph").experiment_id])
+    failed = [r for r in runs if r.data.tags.get("dagster.asset") == "fish_classifier"]
+    assert len(failed) == 1 and failed[0].info.status == "FAILED"
+    assert failed[0].data.metrics["val_loss"] > 0  # it really was mid-training: epoch 1 was logged
+
+
+def test_image_size_must_match_the_dataset(tiny_dataset, mlflow_store, tmp_path):
+    result = _materialize(tiny_dataset, mlflow_store, tmp_path, {"image_size": 64})
+    assert not result.success
+    failure = result.failure_data_for_node("fish_classifier")
+    assert "differs from the dataset's 32" in str(failure.error)
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(420)
+def test_graph_learns_promotes_and_serves_the_same_answers(mlflow_store, tmp_path):
+    """4 procedural species, B0 from scratch at 48 px: accuracy >= 0.8, promoted, same top-1 elsewhere."""
+    images = synthetic_images(4, 60, seed=1, root=tmp_path / "raw")
+    dataset_dir = write_parquet_dataset(tmp_path / "dataset", images, image_size=48)
+    config = {
+        "epochs_head": 12, "epochs_finetune": 4, "batch_size": 16, "lr_head": 3e-3, "lr_finetune": 1e-3,
+        "augment": False, "patience": 4, "seed": 0,
+    }
+    result = _materialize(dataset_dir, mlflow_store, tmp_path, config)
+    assert result.success
+    evaluation = result.output_for_node("model_evaluation")
+    scores = {k: evaluation[k] for k in ("accuracy", "macro_f1", "top3_accuracy", "n_images", "latency")}
+    print(f"learning test: {scores}")
+    assert evaluation["accuracy"] >= 0.8, evaluation
+    assert evaluation["macro_f1"] >= 0.75 and evaluation["top3_accuracy"] >= evaluation["accuracy"]
+    assert all(check.passed for check in result.get_asset_check_evaluations())
+
+    classifier = result.output_for_node("fish_classifier")
+    assert classifier["weights"] == "none" and classifier["variant"] == "B0" and classifier["epochs_run"] >= 1
+    metadata = result.asset_materializations_for_node("fish_classifier")[0].metadata
+    assert "data:image/png;base64," in metadata["training_curves"].value
+    production = result.output_for_node("production_model")
+    assert production["promoted"] and production["decision"] == "promoted"
+    client = _client(mlflow_store)
+    version = client.get_model_version(MODEL_NAME, production["version"])
+    assert version.tags[TAG_DECISION] == "promoted"
+    run = client.get_run(classifier["run_id"])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(evaluation["accuracy"])
+    assert run.data.tags["dagster.run_id"] == result.run_id
+
+    # A fresh process loading models:/<name>@production gets species names and the same top-1.
+    script = textwrap.dedent(
+        f"""
+        import json, mlflow, pandas as pd, pyarrow.parquet as pq, glob
+        wanted = {json.dumps([p["sha256"] for p in evaluation["predictions"]])}
+        rows = {{}}
+        for path in glob.glob({str(dataset_dir / "images" / "split=test" / "*.parquet")!r}):
+            for row in pq.read_table(path, columns=["sha256", "image"]).to_pylist():
+                rows[row["sha256"]] = row["image"]
+        model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@{PRODUCTION_ALIAS}")
+        answer = model.predict(pd.DataFrame({{"image": [rows[s] for s in wanted]}}))
+        print("RESULT" + json.dumps(list(answer["species"])))
+        """
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_store.tracking_uri, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
+    fresh = json.loads(line.removeprefix("RESULT"))
+    assert fresh == [p["predicted"] for p in evaluation["predictions"]]
+    assert set(fresh) <= set(read_dataset_info(dataset_dir).labels)

@@ -1,0 +1,63 @@
+"""The streamed tf.data pipeline over the Parquet dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fish_platform.imaging import to_model_input
+from fish_platform.ml.input import (
+    class_weights,
+    count_rows,
+    iter_rows,
+    label_counts,
+    make_dataset,
+    read_dataset_info,
+    split_files,
+    split_fingerprint,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_shapes_labels_and_pixels(tiny_dataset):
+    info = read_dataset_info(tiny_dataset)
+    assert info.n_classes == 4 and info.image_size == 32
+    files = split_files(tiny_dataset, "test")
+    expected = list(iter_rows(files, ["image", "label", "sha256"]))
+    batches = list(make_dataset(tiny_dataset, "test", 32, batch_size=5, with_ids=True))
+    assert sum(len(b[1]) for b in batches) == len(expected) == count_rows(files)
+    images, labels, ids = batches[0]
+    assert images.shape == (5, 32, 32, 3) and images.dtype.name == "float32"
+    assert labels.dtype.name == "int32"
+    # Unshuffled evaluation order is the file order, and pixels equal the serving path's decoding.
+    first = expected[0]
+    assert ids[0].numpy().decode() == first["sha256"] and int(labels[0]) == first["label"]
+    np.testing.assert_array_equal(images[0].numpy().astype(np.uint8), to_model_input(first["image"], 32))
+
+
+def test_training_pipeline_shuffles_augments_and_keeps_all_rows(tiny_dataset):
+    dataset = make_dataset(tiny_dataset, "train", 32, batch_size=8, training=True, augment=True, seed=3)
+    epoch1 = np.concatenate([labels.numpy() for _, labels in dataset])
+    epoch2 = np.concatenate([labels.numpy() for _, labels in dataset])
+    counts = label_counts(tiny_dataset, "train", 4)
+    assert np.array_equal(np.bincount(epoch1, minlength=4), counts)
+    assert not np.array_equal(epoch1, epoch2)  # reshuffled every epoch
+    images, _ = next(iter(dataset))
+    assert images.shape[1:] == (32, 32, 3)
+    assert float(images.numpy().min()) >= 0.0 and float(images.numpy().max()) <= 255.0
+    assert dataset.cardinality().numpy() == -(-counts.sum() // 8)
+
+
+def test_wrong_image_size_is_an_error(tiny_dataset):
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        next(iter(make_dataset(tiny_dataset, "val", 64, batch_size=4)))
+
+
+def test_class_weights_and_fingerprint(tiny_dataset):
+    weights = class_weights(np.array([10, 30, 0, 20]))
+    assert weights[2] == 0.0 and weights[0] == pytest.approx(2.0) and weights[1] == pytest.approx(2 / 3)
+    assert split_fingerprint(tiny_dataset, "test") == split_fingerprint(tiny_dataset, "test")
+    assert split_fingerprint(tiny_dataset, "test") != split_fingerprint(tiny_dataset, "val")

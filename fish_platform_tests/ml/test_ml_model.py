@@ -1,0 +1,69 @@
+"""Model building: variants, weights choices (never a silent fallback), phases, config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fish_platform.ml.config import TrainConfig
+from fish_platform.ml.model import (
+    WeightsUnavailable,
+    base_of,
+    build_model,
+    freeze_base,
+    normalize_variant,
+    official_weights_filename,
+    resolve_weights,
+    unfreeze_top,
+)
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def test_weights_choices(tmp_path):
+    assert resolve_weights("none", "B0").keras_arg is None
+    assert resolve_weights("imagenet", "b4").keras_arg == "imagenet"
+    with pytest.raises(WeightsUnavailable, match="does not exist"):
+        resolve_weights(str(tmp_path / "missing.weights.h5"), "B0")
+    other = tmp_path / "mine.weights.h5"
+    other.write_bytes(b"x")
+    assert resolve_weights(str(other), "B0").description == f"file:{other}"
+    assert official_weights_filename("b4") == "efficientnetb4_notop.h5"
+    assert normalize_variant("EfficientNetB7") == "B7"
+    with pytest.raises(ValueError, match="unknown EfficientNet variant"):
+        normalize_variant("B9")
+
+
+def test_scratch_model_and_weights_from_a_file(tmp_path):
+    import keras
+
+    model, weights = build_model(3, 32, "B0", "none")
+    assert weights.description == "none" and not weights.pretrained
+    assert model.output_shape == (None, 3)
+    norms = [layer for layer in base_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert {layer.momentum for layer in norms} == {0.9}  # the from-scratch remedy (GUIDE.md), not Keras' 0.99
+
+    path = tmp_path / "base.weights.h5"
+    base_of(model).save_weights(path)
+    loaded, used = build_model(3, 32, "B0", str(path))
+    assert used.pretrained and used.description == f"file:{path}"
+    np.testing.assert_array_equal(base_of(loaded).weights[0].numpy(), base_of(model).weights[0].numpy())
+
+    freeze_base(loaded)
+    assert all(not w.trainable for w in base_of(loaded).weights)
+    trainable = unfreeze_top(loaded, 20)
+    assert 0 < trainable <= 20
+    layers = base_of(loaded).layers
+    assert not any(layer.trainable for layer in layers if isinstance(layer, keras.layers.BatchNormalization))
+    with pytest.raises(WeightsUnavailable), pytest.warns(UserWarning):
+        build_model(3, 32, "B1", str(path))  # weights of another architecture are an error
+
+
+def test_config_defaults_come_from_the_profile():
+    demo = TrainConfig.from_profile("demo")
+    assert (demo.variant, demo.image_size, demo.weights) == ("B0", 128, "none")
+    production = TrainConfig.from_profile("production", epochs_head=None, seed=5)
+    assert (production.variant, production.image_size, production.weights) == ("B4", 380, "imagenet")
+    assert production.seed == 5 and production.epochs_head == 10
+    with pytest.raises(ValueError):
+        TrainConfig(epochs_head=0, epochs_finetune=0).validate()
