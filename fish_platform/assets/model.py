@@ -31,11 +31,11 @@ class FishClassifierConfig(dg.Config):
     epochs_head: int | None = None
     epochs_finetune: int | None = None
     batch_size: int | None = None
-    lr_head: float = 1e-3
-    lr_finetune: float = 1e-4
+    lr_head: float | None = None
+    lr_finetune: float | None = None
     seed: int = 0
     fine_tune_layers: int = 40
-    patience: int = 3
+    patience: int | None = None
     augment: bool = True
     bn_momentum: float | None = None  # None: 0.9 when training from scratch
 

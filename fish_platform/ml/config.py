@@ -44,6 +44,9 @@ class TrainConfig:
             epochs_head=defaults.epochs_head,
             epochs_finetune=defaults.epochs_finetune,
             batch_size=defaults.batch_size,
+            lr_head=defaults.lr_head,
+            lr_finetune=defaults.lr_finetune,
+            patience=defaults.patience,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -12,17 +12,6 @@ from fish_platform.data.store import open_store
 from fish_platform_tests.helpers import COLORS, dagster_resources, write_image
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
 def bucket(s3_endpoint, tmp_path):
     client = boto3.client("s3", endpoint_url=s3_endpoint)
