@@ -120,8 +120,14 @@ def test_graph_learns_promotes_and_serves_the_same_answers(mlflow_store, tmp_pat
     images = synthetic_images(4, 60, seed=1, root=tmp_path / "raw")
     dataset_dir = write_parquet_dataset(tmp_path / "dataset", images, image_size=48)
     config = {
-        "epochs_head": 12, "epochs_finetune": 4, "batch_size": 16, "lr_head": 3e-3, "lr_finetune": 1e-3,
-        "augment": False, "patience": 4, "seed": 0,
+        "epochs_head": 12,
+        "epochs_finetune": 4,
+        "batch_size": 16,
+        "lr_head": 3e-3,
+        "lr_finetune": 1e-3,
+        "augment": False,
+        "patience": 4,
+        "seed": 0,
     }
     result = _materialize(dataset_dir, mlflow_store, tmp_path, config)
     assert result.success

@@ -43,7 +43,12 @@ def _challenger(client: MlflowClient, f1: float, fingerprint: str = SPLIT) -> st
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
     version = register_challenger(
-        client, NAME, info.model_uri, run_id=run.info.run_id, macro_f1=f1, fingerprint=fingerprint,
+        client,
+        NAME,
+        info.model_uri,
+        run_id=run.info.run_id,
+        macro_f1=f1,
+        fingerprint=fingerprint,
         model_id=info.model_id,
     )
     return str(version.version)
@@ -99,9 +104,7 @@ def test_policy_end_to_end(client):
 
 def test_champion_is_scored_on_the_current_split(client):
     v1 = _challenger(client, 0.90, fingerprint=OTHER_SPLIT)
-    review_challenger(
-        client, NAME, v1, challenger_f1=0.90, fingerprint=OTHER_SPLIT, evaluate_champion=_never
-    )
+    review_challenger(client, NAME, v1, challenger_f1=0.90, fingerprint=OTHER_SPLIT, evaluate_champion=_never)
     calls: list[str] = []
 
     def evaluate(uri: str) -> float:
