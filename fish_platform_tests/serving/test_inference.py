@@ -1,0 +1,155 @@
+"""Model holder: batching, top-3 from the model's own labels, atomic swap, failures keep serving."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from serving.inference import AliasTarget, ModelHolder, ModelNotLoaded, fit_to_size, top_k
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakeClassifier:
+    """Stands in for FishClassifierModel; answers with a fixed preference per version."""
+
+    def __init__(self, labels: list[str], image_size: int, favourite: int) -> None:
+        self.labels = labels
+        self.image_size = image_size
+        self.metadata = {"variant": "B0", "weights": "none"}
+        self.favourite = favourite
+        self.batches: list[tuple[int, ...]] = []
+
+    def predict_arrays(self, batch: np.ndarray) -> np.ndarray:
+        assert batch.dtype == np.uint8 and batch.shape[1:] == (self.image_size, self.image_size, 3)
+        self.batches.append(batch.shape)
+        probs = np.full((len(batch), len(self.labels)), 0.1 / (len(self.labels) - 1), np.float32)
+        probs[:, self.favourite] = 0.9
+        return probs
+
+
+def image(size: int) -> np.ndarray:
+    return np.zeros((size, size, 3), np.uint8)
+
+
+def test_top_k_is_sorted_and_named():
+    labels = ["a", "b", "c", "d"]
+    result = top_k(np.array([0.1, 0.5, 0.15, 0.25]), labels)
+    assert [r["species"] for r in result] == ["b", "d", "c"]
+    assert [r["confidence"] for r in result] == [0.5, 0.25, 0.15]
+    assert len(top_k(np.array([0.4, 0.6]), ["x", "y"])) == 2  # fewer classes than k
+
+
+def test_fit_to_size_only_resizes_when_needed():
+    same = image(32)
+    assert fit_to_size(same, 32) is same
+    assert fit_to_size(image(48), 32).shape == (32, 32, 3)
+
+
+def test_holder_loads_alias_classifies_in_one_call_and_swaps():
+    target = {"version": "1"}
+    models = {"1": FakeClassifier(["x", "y", "z"], 32, 0), "2": FakeClassifier(["p", "q", "r", "s"], 48, 3)}
+    swaps: list[tuple[str | None, str]] = []
+    holder = ModelHolder(
+        "fish",
+        resolve=lambda: AliasTarget(target["version"]),
+        load=lambda uri: models[uri.rsplit("/", 1)[1]],
+        on_swap=lambda old, new: swaps.append((old.version if old else None, new.version)),
+    )
+    with pytest.raises(ModelNotLoaded):
+        holder.classify([image(32)])
+    assert holder.refresh() is True
+    assert holder.refresh() is False  # same version: nothing to do
+
+    results = holder.classify([image(32)] * 5)
+    assert len(results) == 5 and models["1"].batches[-1] == (5, 32, 32, 3)  # one model call
+    assert results[0]["top3"][0] == {"species": "x", "confidence": 0.9}
+    assert results[0]["model_version"] == "1"
+
+    target["version"] = "2"
+    assert holder.refresh() is True
+    # An image prepared for the previous model's size is still answered by the new one.
+    results = holder.classify([image(32), image(48)])
+    assert {r["model_version"] for r in results} == {"2"}
+    assert results[0]["top3"][0]["species"] == "s"
+    assert swaps == [(None, "1"), ("1", "2")]
+
+
+def test_failed_load_keeps_serving_the_previous_version():
+    target = {"version": "1"}
+    good = FakeClassifier(["x", "y"], 32, 1)
+
+    def load(uri: str):
+        if uri.endswith("/2"):
+            raise OSError("artifact store unreachable")
+        return good
+
+    holder = ModelHolder("fish", resolve=lambda: AliasTarget(target["version"]), load=load)
+    holder.refresh()
+    target["version"] = "2"
+    assert holder.refresh() is False
+    assert "artifact store unreachable" in (holder.last_error or "")
+    assert holder.classify([image(32)])[0]["model_version"] == "1"
+
+
+def test_registry_errors_and_missing_alias_do_not_raise():
+    def broken():
+        raise ConnectionError("registry down")
+
+    holder = ModelHolder("fish", resolve=broken, load=lambda uri: None)
+    assert holder.refresh() is False and "registry down" in (holder.last_error or "")
+    holder = ModelHolder("fish", resolve=lambda: None, load=lambda uri: None)
+    assert holder.refresh() is False and "production alias" in (holder.last_error or "")
+
+
+def test_swap_during_classification_does_not_mix_models():
+    """A batch keeps the model it started with, even if a swap lands while it runs."""
+    started, release = threading.Event(), threading.Event()
+
+    class SlowClassifier(FakeClassifier):
+        def predict_arrays(self, batch):
+            started.set()
+            release.wait(5)
+            return super().predict_arrays(batch)
+
+    target = {"version": "1"}
+    models = {"1": SlowClassifier(["x", "y"], 32, 0), "2": FakeClassifier(["x", "y"], 32, 1)}
+    holder = ModelHolder(
+        "fish",
+        resolve=lambda: AliasTarget(target["version"]),
+        load=lambda uri: models[uri.rsplit("/", 1)[1]],
+        warmup_batch_sizes=(),
+    )
+    holder.refresh()
+    out: list = []
+    worker = threading.Thread(target=lambda: out.extend(holder.classify([image(32)] * 3)))
+    worker.start()
+    assert started.wait(5)
+    target["version"] = "2"
+    assert holder.refresh() is True
+    release.set()
+    worker.join(5)
+    assert [r["model_version"] for r in out] == ["1", "1", "1"]
+    assert holder.classify([image(32)])[0]["model_version"] == "2"
+
+
+def test_polling_follows_the_alias():
+    target = {"version": "1"}
+    holder = ModelHolder(
+        "fish",
+        resolve=lambda: AliasTarget(target["version"]),
+        load=lambda uri: FakeClassifier(["x", "y"], 32, 0),
+    )
+    holder.refresh()
+    target["version"] = "7"
+    holder.start_polling(0.05)
+    try:
+        for _ in range(100):
+            if holder.info and holder.info.version == "7":
+                break
+            threading.Event().wait(0.05)
+    finally:
+        holder.stop()
+    assert holder.info is not None and holder.info.version == "7"

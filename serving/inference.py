@@ -1,0 +1,283 @@
+"""The served model: load ``models:/<name>@<alias>`` from the MLflow registry, classify in batches,
+follow the alias.
+
+Plain module (no BentoML): the service wraps :class:`ModelHolder` in a batchable API, the
+benchmark and the tests use it directly.
+
+* Species names and the input size come from the logged model's metadata (``labels``,
+  ``image_size``), never from a list in code.
+* Hot reload: :meth:`ModelHolder.refresh` resolves the alias, and only when it points at another
+  version it loads and warms that version *beside* the current one, then swaps one reference.
+  A batch takes a snapshot of that reference first, so an in-flight batch finishes on the model it
+  started with and is labelled with that model's version.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from fish_platform.imaging import resize_square
+from fish_platform.logs import log_event
+
+log = logging.getLogger("serving.inference")
+
+DEFAULT_ALIAS = "production"
+TOP_K = 3
+
+
+class Classifier(Protocol):
+    """What the service needs from the logged model (``FishClassifierModel`` in fish_platform.ml)."""
+
+    labels: Sequence[str]
+    image_size: int
+    metadata: Mapping[str, Any]
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        """``(N, size, size, 3)`` uint8 -> ``(N, n_classes)`` probabilities."""
+        ...
+
+
+class ModelNotLoaded(RuntimeError):
+    """No production model is loaded (no alias yet, or the first load failed)."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    model_name: str
+    version: str
+    image_size: int
+    labels: tuple[str, ...]
+    variant: str | None = None
+    weights: str | None = None
+    run_id: str | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "model_version": self.version,
+            "image_size": self.image_size,
+            "labels": list(self.labels),
+            "variant": self.variant,
+            "weights": self.weights,
+            "run_id": self.run_id,
+            "loaded_at": self.loaded_at,
+        }
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    info: ModelInfo
+    model: Classifier
+
+
+@dataclass(frozen=True)
+class AliasTarget:
+    version: str
+    run_id: str | None = None
+
+
+def top_k(probs: np.ndarray, labels: Sequence[str], k: int = TOP_K) -> list[dict[str, Any]]:
+    """One row of probabilities -> the ``k`` most likely species, best first."""
+    order = np.argsort(-probs, kind="stable")[: min(k, len(labels))]
+    return [{"species": labels[i], "confidence": round(float(probs[i]), 6)} for i in order]
+
+
+def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize an already-prepared uint8 image whose size is not the model's.
+
+    Only needed in the moment of a swap to a model with another input size, when a request was
+    prepared for the previous one; normally the caller prepared the image at ``size`` already.
+    """
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(resize_square(Image.fromarray(image), size), dtype=np.uint8)
+
+
+def classify_batch(served: ServedModel, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """Classify ``images`` (each ``(h, w, 3)`` uint8) with one model call."""
+    if not images:
+        return []
+    size = served.info.image_size
+    batch = np.stack([fit_to_size(np.asarray(image, dtype=np.uint8), size) for image in images])
+    probs = np.asarray(served.model.predict_arrays(batch))
+    if probs.shape != (len(images), len(served.info.labels)):
+        raise RuntimeError(f"model returned shape {probs.shape} for {len(images)} images")
+    return [
+        {
+            "model_name": served.info.model_name,
+            "model_version": served.info.version,
+            "top3": top_k(row, served.info.labels),
+        }
+        for row in probs
+    ]
+
+
+def model_uri(model_name: str, version: str) -> str:
+    return f"models:/{model_name}/{version}"
+
+
+def _default_loader(uri: str) -> Classifier:
+    from fish_platform.ml.packaging import load_production  # TensorFlow only in the model process
+
+    return load_production(uri)
+
+
+class RegistryAlias:
+    """Resolves ``<name>@<alias>`` to a version through the MLflow client (no model download)."""
+
+    def __init__(
+        self,
+        model_name: str,
+        alias: str = DEFAULT_ALIAS,
+        tracking_uri: str | None = None,
+        registry_uri: str | None = None,
+    ) -> None:
+        from mlflow import MlflowClient
+
+        self.model_name = model_name
+        self.alias = alias
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+    def __call__(self) -> AliasTarget | None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self._client.get_model_version_by_alias(self.model_name, self.alias)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        return AliasTarget(version=str(mv.version), run_id=mv.run_id)
+
+
+class ModelHolder:
+    """Holds the served model and follows the registry alias.
+
+    ``resolve`` returns the alias target (or ``None`` when there is none yet), ``load`` turns a
+    model URI into a :class:`Classifier`; both are injectable for tests.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        resolve: Callable[[], AliasTarget | None],
+        load: Callable[[str], Classifier] = _default_loader,
+        warmup_batch_sizes: Sequence[int] = (1,),
+        on_swap: Callable[[ModelInfo | None, ModelInfo], None] | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self._resolve = resolve
+        self._load = load
+        self._warmup_batch_sizes = tuple(warmup_batch_sizes)
+        self._on_swap = on_swap
+        self._current: ServedModel | None = None
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+
+    @property
+    def current(self) -> ServedModel | None:
+        return self._current
+
+    @property
+    def info(self) -> ModelInfo | None:
+        served = self._current
+        return served.info if served is not None else None
+
+    def classify(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+        served = self._current  # one snapshot per batch: a concurrent swap cannot mix two models
+        if served is None:
+            raise ModelNotLoaded(self.last_error or "no production model loaded yet")
+        return classify_batch(served, images)
+
+    def refresh(self) -> bool:
+        """Load the alias' version if it differs from the served one; True when it swapped."""
+        with self._refresh_lock:
+            try:
+                target = self._resolve()
+            except Exception as exc:  # noqa: BLE001 - a registry hiccup must not stop serving
+                self.last_error = f"registry: {type(exc).__name__}: {exc}"
+                log_event(log, "registry lookup failed", logging.WARNING, error=self.last_error)
+                return False
+            current = self._current
+            if target is None:
+                if current is None:
+                    self.last_error = f"no version of {self.model_name!r} has the production alias"
+                return False
+            if current is not None and current.info.version == target.version:
+                return False
+            try:
+                served = self._load_version(target)
+            except Exception as exc:  # noqa: BLE001 - keep serving the previous version
+                self.last_error = f"loading version {target.version}: {type(exc).__name__}: {exc}"
+                log_event(log, "model load failed", logging.ERROR, error=self.last_error)
+                return False
+            self._current = served  # the swap: one reference assignment
+            self.last_error = None
+            log_event(
+                log,
+                "model swapped in",
+                model_name=served.info.model_name,
+                version=served.info.version,
+                previous_version=current.info.version if current else None,
+                image_size=served.info.image_size,
+                n_labels=len(served.info.labels),
+                variant=served.info.variant,
+            )
+            if self._on_swap is not None:
+                self._on_swap(current.info if current else None, served.info)
+            return True
+
+    def _load_version(self, target: AliasTarget) -> ServedModel:
+        started = time.perf_counter()
+        uri = model_uri(self.model_name, target.version)  # the resolved version, not a moving alias
+        model = self._load(uri)
+        metadata = dict(getattr(model, "metadata", {}) or {})
+        info = ModelInfo(
+            model_name=self.model_name,
+            version=target.version,
+            image_size=int(model.image_size),
+            labels=tuple(str(label) for label in model.labels),
+            variant=metadata.get("variant"),
+            weights=metadata.get("weights"),
+            run_id=target.run_id,
+        )
+        served = ServedModel(info=info, model=model)
+        for n in self._warmup_batch_sizes:  # compile before the model takes traffic
+            classify_batch(served, [np.zeros((info.image_size, info.image_size, 3), np.uint8)] * n)
+        log_event(
+            log,
+            "model loaded",
+            uri=uri,
+            seconds=round(time.perf_counter() - started, 2),
+            image_size=info.image_size,
+        )
+        return served
+
+    def start_polling(self, interval_s: float) -> None:
+        """Follow the alias from a daemon thread every ``interval_s`` seconds (0 disables)."""
+        if interval_s <= 0 or self._thread is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                self.refresh()
+
+        self._thread = threading.Thread(target=loop, name="fish-model-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

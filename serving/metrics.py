@@ -1,0 +1,64 @@
+"""The service's own Prometheus metrics (names fixed by docs/architecture.md).
+
+Created by :func:`service_metrics` at service start, not at import: BentoML sets
+``PROMETHEUS_MULTIPROC_DIR`` in each worker before it instantiates the service, and
+``prometheus_client`` metrics only land in the shared multiprocess files (which BentoML's built-in
+``/metrics`` collects, from every process of the service graph) when they are created after that.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class FishMetrics:
+    cache_events: Any  # Counter, label event = hit | miss | error
+    predictions: Any  # Counter, label species (top-1)
+    model_loaded: Any  # Gauge, 1 while a production model is loaded
+    model_version_info: Any  # Gauge (=1), labels model_name, version
+    inference_batch_size: Any  # Histogram
+    invalid_requests: Any  # Counter, label reason
+
+    def cache_event(self, event: str) -> None:
+        self.cache_events.labels(event=event).inc()
+
+    def invalid(self, reason: str) -> None:
+        self.invalid_requests.labels(reason=reason).inc()
+
+    def model_swapped(self, model_name: str, previous: str | None, version: str) -> None:
+        if previous is not None and previous != version:
+            self.model_version_info.labels(model_name=model_name, version=previous).set(0)
+        self.model_version_info.labels(model_name=model_name, version=version).set(1)
+        self.model_loaded.set(1)
+
+
+@functools.cache
+def service_metrics() -> FishMetrics:
+    """The process' metrics (one registration per process, however many services ask)."""
+    import prometheus_client as prom
+
+    # "livemax": one series across processes (the model lives in one), dropped when a process dies.
+    return FishMetrics(
+        cache_events=prom.Counter("fish_cache_events", "Prediction cache lookups by outcome", ["event"]),
+        predictions=prom.Counter("fish_predictions", "Answered predictions by top-1 species", ["species"]),
+        model_loaded=prom.Gauge(
+            "fish_model_loaded", "1 when a production model is loaded", multiprocess_mode="livemax"
+        ),
+        model_version_info=prom.Gauge(
+            "fish_model_version_info",
+            "The served model version (value 1; 0 for versions swapped out)",
+            ["model_name", "version"],
+            multiprocess_mode="livemax",
+        ),
+        inference_batch_size=prom.Histogram(
+            "fish_inference_batch_size",
+            "Images per model call (after adaptive batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        ),
+        invalid_requests=prom.Counter(
+            "fish_invalid_requests", "Rejected requests and images by reason", ["reason"]
+        ),
+    )
