@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fish_platform_tests.helpers import COLORS, REPO_ROOT, write_image
-
-TEST_OUTPUT = REPO_ROOT / "test-output"
+from fish_platform_tests.helpers import COLORS, real_data_path, write_image
 
 # Fake credentials for the loopback S3 server; set before any Spark worker starts so workers inherit them.
 for _key, _value in {
@@ -17,11 +15,6 @@ for _key, _value in {
     "AWS_DEFAULT_REGION": "us-east-1",
 }.items():
     os.environ.setdefault(_key, _value)
-
-
-def real_data_path() -> Path:
-    configured = os.environ.get("FISH_REAL_DATA_DIR")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / "fish4knowledge"
 
 
 @pytest.fixture(scope="session")

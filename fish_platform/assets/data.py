@@ -130,7 +130,8 @@ def no_image_in_two_splits(platform: PlatformResource) -> dg.AssetCheckResult:
     frame = pd.read_parquet(platform.dataset_dir / "images", columns=["sha256", "split"])
     per_hash = frame.groupby("sha256")["split"].nunique()
     leaks = per_hash[per_hash > 1]
-    ledger = read_ledger(platform.dataset_dir)
+    ledger_frame = read_ledger(platform.dataset_dir)
+    ledger = dict(zip(ledger_frame["sha256"], ledger_frame["split"], strict=True))
     pairs = zip(frame["sha256"], frame["split"], strict=True)
     moved = sum(1 for sha, split in pairs if ledger.get(sha) != split)
     return dg.AssetCheckResult(

@@ -100,20 +100,20 @@ def process_partition(
     return run
 
 
-def read_ledger(output_dir: Path) -> dict[str, str]:
+LEDGER_COLUMNS = ["sha256", "split", "species"]
+
+
+def read_ledger(output_dir: Path) -> pd.DataFrame:
+    """Every image ever assigned a split (``sha256``, ``split``, ``species``), kept across runs."""
     path = output_dir / "splits.parquet"
     if not path.exists():
-        return {}
-    frame = pd.read_parquet(path, columns=["sha256", "split"])
-    return dict(zip(frame["sha256"], frame["split"], strict=True))
+        return pd.DataFrame({column: pd.Series(dtype="object") for column in LEDGER_COLUMNS})
+    return pd.read_parquet(path, columns=LEDGER_COLUMNS)
 
 
-def _write_ledger(output_dir: Path, ledger: dict[str, str], species: dict[str, str]) -> None:
-    frame = pd.DataFrame(
-        {"sha256": list(ledger), "split": list(ledger.values()), "species": [species.get(s) for s in ledger]}
-    )
+def _write_ledger(output_dir: Path, ledger: pd.DataFrame) -> None:
     tmp = output_dir / "splits.parquet.tmp"
-    frame.to_parquet(tmp, index=False)
+    ledger.to_parquet(tmp, index=False)
     tmp.replace(output_dir / "splits.parquet")
 
 
@@ -177,7 +177,7 @@ def build_dataset(
     log(f"deduplicated: {len(duplicates)} exact duplicate(s) dropped, {len(keys)} unique images")
 
     ledger = read_ledger(output_dir)
-    assignment = assign_splits(keys, ledger, fractions)
+    assignment = assign_splits(keys, dict(zip(ledger["sha256"], ledger["split"], strict=True)), fractions)
     labels = sorted({species for _, species in keys})
     label_of = {name: index for index, name in enumerate(labels)}
     chosen = spark.createDataFrame(
@@ -201,8 +201,17 @@ def build_dataset(
     if images_dir.exists():
         shutil.rmtree(images_dir)
     staging.rename(images_dir)
-    species_of = {sha: species for sha, species in keys}
-    _write_ledger(output_dir, {**ledger, **assignment}, {**_ledger_species(output_dir), **species_of})
+    species_of = dict(keys)
+    assigned = pd.DataFrame(
+        {
+            "sha256": list(assignment),
+            "split": list(assignment.values()),
+            "species": [species_of[s] for s in assignment],
+        }
+    )
+    _write_ledger(
+        output_dir, pd.concat([ledger[~ledger["sha256"].isin(assignment)], assigned], ignore_index=True)
+    )
 
     split_counts: dict[str, dict[str, int]] = {name: {s: 0 for s in labels} for name in SPLITS}
     for sha, split in assignment.items():
@@ -233,14 +242,6 @@ def build_dataset(
         duration_s=duration,
         timings=timings,
     )
-
-
-def _ledger_species(output_dir: Path) -> dict[str, str]:
-    path = output_dir / "splits.parquet"
-    if not path.exists():
-        return {}
-    frame = pd.read_parquet(path, columns=["sha256", "species"])
-    return dict(zip(frame["sha256"], frame["species"], strict=True))
 
 
 def read_split(output_dir: Path, split: str, columns: list[str] | None = None) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from fish_platform.data.synthetic import generate_dataset
 from fish_platform.registry import PRODUCTION_ALIAS
 from fish_platform.resources import MlflowResource
 from fish_platform_tests.deploy.test_deploy_postgres import dagster_yaml
-from fish_platform_tests.helpers import dagster_resources
+from fish_platform_tests.helpers import LEARNING_CONFIG, dagster_resources
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -61,19 +61,7 @@ def test_whole_graph_on_postgres_and_s3_learns_and_promotes(
             "fish_dataset": {"config": {"image_size": 48}},
             # B0 from scratch at 48 px: what two CPU cores can train in a test (the production
             # profile's B4 at 380 px with ImageNet weights needs a GPU and the internet).
-            "fish_classifier": {
-                "config": {
-                    "variant": "B0",
-                    "weights": "none",
-                    "epochs_head": 12,
-                    "epochs_finetune": 4,
-                    "batch_size": 16,
-                    "lr_head": 3e-3,
-                    "lr_finetune": 1e-3,
-                    "augment": False,
-                    "patience": 4,
-                }
-            },
+            "fish_classifier": {"config": {"variant": "B0", "weights": "none", **LEARNING_CONFIG}},
             "model_evaluation": {"config": {"latency_calls": 3}},
         }
     }
@@ -88,9 +76,7 @@ def test_whole_graph_on_postgres_and_s3_learns_and_promotes(
         dataset = result.asset_materializations_for_node("fish_dataset")[0].metadata
         assert dataset["quarantined"].value == 1 and dataset["duplicates_dropped"].value == 1
         evaluation = result.output_for_node("model_evaluation")
-        print(
-            f"production profile: accuracy {evaluation['accuracy']:.3f}, F1 {evaluation['macro_f1']:.3f}"
-        )
+        print(f"production profile: accuracy {evaluation['accuracy']:.3f}, F1 {evaluation['macro_f1']:.3f}")
         assert evaluation["accuracy"] >= 0.8
         assert result.output_for_node("production_model")["decision"] == "promoted"
 

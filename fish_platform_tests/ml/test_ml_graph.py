@@ -23,6 +23,7 @@ from fish_platform.assets.model import MODEL_ASSETS, MODEL_CHECKS
 from fish_platform.ml.input import read_dataset_info
 from fish_platform.registry import PRODUCTION_ALIAS, TAG_DECISION, get_champion, promote, register_challenger
 from fish_platform.resources import MlflowResource, PlatformResource
+from fish_platform_tests.helpers import LEARNING_CONFIG
 from fish_platform_tests.ml.ml_helpers import synthetic_images, write_parquet_dataset
 
 MODEL_NAME = "fish-graph-test"
@@ -119,16 +120,7 @@ def test_graph_learns_promotes_and_serves_the_same_answers(mlflow_store, tmp_pat
     """4 procedural species, B0 from scratch at 48 px: accuracy >= 0.8, promoted, same top-1 elsewhere."""
     images = synthetic_images(4, 60, seed=1, root=tmp_path / "raw")
     dataset_dir = write_parquet_dataset(tmp_path / "dataset", images, image_size=48)
-    config = {
-        "epochs_head": 12,
-        "epochs_finetune": 4,
-        "batch_size": 16,
-        "lr_head": 3e-3,
-        "lr_finetune": 1e-3,
-        "augment": False,
-        "patience": 4,
-        "seed": 0,
-    }
+    config = LEARNING_CONFIG
     result = _materialize(dataset_dir, mlflow_store, tmp_path, config)
     assert result.success
     evaluation = result.output_for_node("model_evaluation")

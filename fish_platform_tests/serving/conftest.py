@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fish_platform_tests.helpers import REPO_ROOT
+from fish_platform_tests.helpers import REPO_ROOT, real_data_path
 from fish_platform_tests.serving.serving_helpers import (
     LABELS_V1,
     TEST_OUTPUT,
@@ -40,11 +40,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def real_photos_dir() -> Path:
-    configured = os.environ.get("FISH_REAL_DATA_DIR")
-    return Path(configured) if configured else REPO_ROOT.parent / "shared" / "data" / "fish4knowledge"
 
 
 @dataclass
@@ -223,7 +218,7 @@ def service(bare_service: ServiceHandle) -> ServiceHandle:
 @pytest.fixture(scope="session")
 def fish_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real fish photo from FISH_REAL_DATA_DIR when present, else a generated image."""
-    root = real_photos_dir()
+    root = real_data_path()
     photos = sorted(root.glob("*/*.png")) + sorted(root.glob("*/*.jpg")) if root.is_dir() else []
     if photos:
         return photos[len(photos) // 3]
