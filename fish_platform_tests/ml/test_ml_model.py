@@ -16,6 +16,7 @@ from fish_platform.ml.model import (
     resolve_weights,
     unfreeze_top,
 )
+from fish_platform.settings import PROFILE_DEFAULTS
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -60,10 +61,16 @@ def test_scratch_model_and_weights_from_a_file(tmp_path):
 
 
 def test_config_defaults_come_from_the_profile():
-    demo = TrainConfig.from_profile("demo")
-    assert (demo.variant, demo.image_size, demo.weights) == ("B0", 128, "none")
+    demo, defaults = TrainConfig.from_profile("demo"), PROFILE_DEFAULTS["demo"]
+    assert (demo.variant, demo.weights) == ("B0", "none")  # small and offline: no ImageNet download
+    assert (demo.image_size, demo.batch_size, demo.lr_head, demo.patience) == (
+        defaults.image_size,
+        defaults.batch_size,
+        defaults.lr_head,
+        defaults.patience,
+    )
     production = TrainConfig.from_profile("production", epochs_head=None, seed=5)
     assert (production.variant, production.image_size, production.weights) == ("B4", 380, "imagenet")
-    assert production.seed == 5 and production.epochs_head == 10
+    assert production.seed == 5 and production.epochs_head == 10 and production.lr_head == 1e-3
     with pytest.raises(ValueError):
         TrainConfig(epochs_head=0, epochs_finetune=0).validate()
