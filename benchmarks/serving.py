@@ -20,7 +20,7 @@ generated images. The model is an untrained EfficientNet of the chosen variant a
 ``log_classifier`` to a temporary MLflow registry (speed does not depend on the weights), or an
 existing registered model with ``--tracking-uri`` and ``--model-name``.
 
-    .venv/bin/python benchmarks/serving.py [--image-size 128] [--variant B0] [--concurrency 16]
+    .venv/bin/python benchmarks/serving.py [--image-size 96] [--variant B0] [--concurrency 16]
         [--seconds 20] [--scenarios ceiling,naive,uncached,cached] [--no-redis]
 """
 
@@ -331,7 +331,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--variant", default="B0")
-    parser.add_argument("--image-size", type=int, default=128, help="model input size (demo profile: 128)")
+    parser.add_argument("--image-size", type=int, default=96, help="model input size (demo profile: 96)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per scenario")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured time before each scenario")

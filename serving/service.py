@@ -43,6 +43,9 @@ log = logging.getLogger("serving.service")
 # environment): images per model call, and the latency above which it sheds requests with a 503.
 MAX_BATCH_SIZE = int(os.environ.get("FISH_BATCH_MAX_SIZE") or 16)
 MAX_LATENCY_MS = int(os.environ.get("FISH_BATCH_MAX_LATENCY_MS") or 10_000)
+# HTTP parsing, validation, decoding and the cache run in the public service's workers; the model
+# runs once, in FishModel. More API workers help when request handling, not the model, is the limit.
+API_WORKERS = int(os.environ.get("FISH_API_WORKERS") or 1)
 INFO_MAX_AGE_S = 1.0  # how stale the API process' view of the served version may be
 
 
@@ -172,7 +175,7 @@ def _error(status: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(reason, message), status_code=status)
 
 
-@bentoml.service(name="fish_service", workers=1, traffic={"timeout": 60})
+@bentoml.service(name="fish_service", workers=API_WORKERS, traffic={"timeout": 60})
 @bentoml.asgi_app(build_frontend_app(_current_model_info), path="/")
 class FishService:
     """Public HTTP API, page and probes."""
