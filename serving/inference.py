@@ -131,6 +131,25 @@ def _default_loader(uri: str) -> Classifier:
     return load_production(uri)
 
 
+def registry_loader(tracking_uri: str | None, registry_uri: str | None = None) -> Callable[[str], Classifier]:
+    """A loader that downloads ``models:/`` URIs from *this* registry.
+
+    ``mlflow.pyfunc.load_model`` resolves ``models:/`` through MLflow's process-wide URIs, not the
+    client the alias was read with; without this, a service configured only by ``FISH_DATA_DIR``
+    would find the alias and then fail to download the version.
+    """
+
+    def load(uri: str) -> Classifier:
+        import mlflow
+
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(registry_uri or tracking_uri or mlflow.get_tracking_uri())
+        return _default_loader(uri)
+
+    return load
+
+
 class RegistryAlias:
     """Resolves ``<name>@<alias>`` to a version through the MLflow client (no model download)."""
 

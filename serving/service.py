@@ -33,7 +33,7 @@ from fish_platform.imaging import InvalidImage, sha256_hex, to_model_input
 from fish_platform.logs import configure_logging, log_event
 from serving.cache import CacheConfig, build_cache, cache_key
 from serving.config import load_serving_config, redact_url
-from serving.inference import ModelHolder, ModelNotLoaded, RegistryAlias
+from serving.inference import ModelHolder, ModelNotLoaded, RegistryAlias, registry_loader
 from serving.metrics import service_metrics
 from serving.web import RequestGuard, build_frontend_app, error_body, frontend_problem
 
@@ -101,6 +101,7 @@ class FishModel:
         self.holder = ModelHolder(
             config.model_name,
             resolve=RegistryAlias(config.model_name, config.alias, config.tracking_uri, config.registry_uri),
+            load=registry_loader(config.tracking_uri, config.registry_uri),
             on_swap=lambda old, new: self.metrics.model_swapped(
                 new.model_name, old.version if old else None, new.version
             ),

@@ -153,3 +153,31 @@ def test_polling_follows_the_alias():
     finally:
         holder.stop()
     assert holder.info is not None and holder.info.version == "7"
+
+
+def test_registry_loader_downloads_from_the_configured_registry_not_the_global_one(tmp_path):
+    """The service is configured by FISH_DATA_DIR alone: MLflow's process-wide URIs point elsewhere."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from fish_platform_tests.serving.serving_helpers import Registry, register_tiny_model
+    from serving.inference import _default_loader, model_uri, registry_loader
+
+    registry = Registry(
+        tracking_uri=f"sqlite:///{tmp_path / 'real.db'}",
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+        model_name="fish-loader-test",
+    )
+    version = register_tiny_model(registry, ["Bass", "Trout"], image_size=32)
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    try:
+        mlflow.set_tracking_uri(elsewhere)
+        mlflow.set_registry_uri(elsewhere)
+        with pytest.raises(MlflowException):
+            _default_loader(model_uri(registry.model_name, version))
+        classifier = registry_loader(registry.tracking_uri)(model_uri(registry.model_name, version))
+        assert list(classifier.labels) == ["Bass", "Trout"] and classifier.image_size == 32
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
