@@ -68,3 +68,54 @@ def test_download_kaggle_without_credentials_is_one_clear_line_and_exit_2(tmp_pa
 def test_doctor_reports_java(tmp_path):
     result = _run("doctor", env={"FISH_DATA_DIR": str(tmp_path)})
     assert result.returncode == 0 and "java:" in result.stdout
+
+
+def test_promote_and_rollback_move_the_alias_with_records(tmp_path):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from fish_platform.registry import PRODUCTION_ALIAS, TAG_DECISION, TAG_REASON
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = client.create_experiment("cli", artifact_location=(tmp_path / "artifacts").as_uri())
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        for _ in range(2):
+            with mlflow.start_run(experiment_id=experiment) as run:
+                info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
+            mlflow.register_model(info.model_uri, "fish-cli")
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+    env = {
+        "MLFLOW_TRACKING_URI": uri,
+        "MLFLOW_REGISTRY_URI": uri,
+        "FISH_MODEL_NAME": "fish-cli",
+        "FISH_DATA_DIR": str(tmp_path),
+    }
+
+    for version in ("1", "2"):
+        done = _run("promote", version, "--reason", f"operator chose v{version}", env=env)
+        assert done.returncode == 0, done.stderr
+        assert client.get_model_version_by_alias("fish-cli", PRODUCTION_ALIAS).version in (
+            version,
+            int(version),
+        )
+    tags = client.get_model_version("fish-cli", "2").tags
+    assert tags[TAG_DECISION] == "manual" and tags[TAG_REASON] == "operator chose v2"
+
+    done = _run("rollback", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "version 1" in done.stdout
+    assert str(client.get_model_version_by_alias("fish-cli", PRODUCTION_ALIAS).version) == "1"
+
+    missing = _run("promote", "9", env=env)
+    assert missing.returncode != 0
+    assert str(client.get_model_version_by_alias("fish-cli", PRODUCTION_ALIAS).version) == "1"
