@@ -88,7 +88,7 @@ def test_promote_and_rollback_move_the_alias_with_records(tmp_path):
     mlflow.set_registry_uri(uri)
     try:
         for _ in range(2):
-            with mlflow.start_run(experiment_id=experiment) as run:
+            with mlflow.start_run(experiment_id=experiment):
                 info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
             mlflow.register_model(info.model_uri, "fish-cli")
     finally:
