@@ -44,6 +44,7 @@ dagster: $(BIN)/.installed
 	$(BIN)/dagster dev -m fish_platform.definitions
 
 test: system-deps $(BIN)/.installed frontend
+	$(BIN)/ruff check fish_platform serving fish_platform_tests benchmarks
 	$(BIN)/pytest -q
 
 lint: $(BIN)/.installed
