@@ -10,6 +10,7 @@ import os
 import dagster as dg
 
 from fish_platform.assets.data import DATA_ASSETS, DATA_CHECKS
+from fish_platform.assets.model import MODEL_ASSETS, MODEL_CHECKS
 from fish_platform.resources import (
     ImageStoreResource,
     PlatformResource,
@@ -20,10 +21,6 @@ from fish_platform.schedules import periodic_retrain
 from fish_platform.sensors import PIPELINE_JOB_NAME, RawSensorResource, new_raw_images
 from fish_platform.settings import load_settings
 
-try:  # the model half of the graph
-    from fish_platform.assets.model import MODEL_ASSETS, MODEL_CHECKS
-except ImportError:  # pragma: no cover - only while the model package is absent
-    MODEL_ASSETS, MODEL_CHECKS = [], []
 
 
 def _setting(variable: str, default: str | None) -> str | dg.EnvVar | None:
@@ -58,6 +55,6 @@ defs = dg.Definitions(
     asset_checks=[*DATA_CHECKS, *MODEL_CHECKS],
     jobs=[fish_pipeline],
     sensors=[new_raw_images],
-    schedules=[periodic_retrain] if MODEL_ASSETS else [],
+    schedules=[periodic_retrain],
     resources=build_resources(),
 )
