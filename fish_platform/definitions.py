@@ -22,7 +22,6 @@ from fish_platform.sensors import PIPELINE_JOB_NAME, RawSensorResource, new_raw_
 from fish_platform.settings import load_settings
 
 
-
 def _setting(variable: str, default: str | None) -> str | dg.EnvVar | None:
     return dg.EnvVar(variable) if os.environ.get(variable) else default
 
