@@ -33,7 +33,13 @@ from fish_platform.imaging import InvalidImage, sha256_hex, to_model_input
 from fish_platform.logs import configure_logging, log_event
 from serving.cache import CacheConfig, build_cache, cache_key
 from serving.config import load_serving_config, redact_url
-from serving.inference import ModelHolder, ModelNotLoaded, RegistryAlias, registry_loader
+from serving.inference import (
+    ModelHolder,
+    ModelNotLoaded,
+    RegistryAlias,
+    configure_tf_threads,
+    registry_loader,
+)
 from serving.metrics import service_metrics
 from serving.web import RequestGuard, build_frontend_app, error_body, frontend_problem
 
@@ -96,6 +102,7 @@ class FishModel:
     def __init__(self) -> None:
         configure_logging()
         config = load_serving_config()
+        configure_tf_threads(config.tf_intra_op_threads)
         self.metrics = service_metrics()
         self.metrics.model_loaded.set(0)
         self.holder = ModelHolder(
