@@ -8,7 +8,7 @@ those tools define them. Nothing here is read at import time: call :func:`load_s
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -81,15 +81,6 @@ class Settings:
     mlflow_experiment: str
     model_name: str
     redis_url: str | None
-    defaults: ProfileDefaults = field(repr=False)
-
-    @property
-    def dataset_dir(self) -> Path:
-        return self.data_dir / "dataset"
-
-    @property
-    def manifest_dir(self) -> Path:
-        return self.data_dir / "manifests"
 
     @property
     def mlflow_dir(self) -> Path:
@@ -118,5 +109,4 @@ def load_settings() -> Settings:
         mlflow_experiment=_env("FISH_MLFLOW_EXPERIMENT", "fish-classifier"),
         model_name=_env("FISH_MODEL_NAME", "fish-classifier"),
         redis_url=_env("REDIS_URL"),
-        defaults=PROFILE_DEFAULTS[profile],
     )

@@ -51,7 +51,6 @@ class DatasetResult:
     duplicates: list[dict]
     rows: int
     duration_s: float
-    timings: dict[str, float]
 
     @property
     def images_dir(self) -> Path:
@@ -137,7 +136,6 @@ def build_dataset(
 
     fractions = validate_fractions(config.fractions)
     started = time.perf_counter()
-    timings: dict[str, float] = {}
     output_dir.mkdir(parents=True, exist_ok=True)
 
     partitions = config.partitions or max(1, spark.sparkContext.defaultParallelism * 4)
@@ -150,7 +148,6 @@ def build_dataset(
     bad = processed.filter(F.col("status") != "ok").select("uri", "species", "reason", "detail")
     quarantined = [r.asDict() for r in bad.collect()]
     quarantined.sort(key=lambda r: r["uri"])
-    timings["decode_s"] = time.perf_counter() - started
     log(f"decoded: {len(quarantined)} file(s) quarantined")
 
     # Deduplicate on the narrow columns only, so no image bytes cross a shuffle.
@@ -195,7 +192,6 @@ def build_dataset(
     staging = output_dir / f".images-{uuid.uuid4().hex[:8]}"
     final.write.mode("overwrite").partitionBy("split").parquet(str(staging))
     processed.unpersist()
-    timings["write_s"] = time.perf_counter() - started - timings["decode_s"]
 
     images_dir = output_dir / "images"
     if images_dir.exists():
@@ -240,7 +236,6 @@ def build_dataset(
         duplicates=duplicates,
         rows=len(keys),
         duration_s=duration,
-        timings=timings,
     )
 
 
