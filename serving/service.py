@@ -4,8 +4,10 @@ Two BentoML services in one graph (``bentoml serve`` runs each in its own proces
 
 * :class:`FishService` (HTTP, port ``FISH_SERVE_PORT``): reads uploads, answers from the prediction
   cache (:mod:`serving.cache`) or decodes the image with the platform's own
-  :func:`fish_platform.imaging.to_model_input` and asks the model; also serves the page (``/``), its
-  assets (``/static/``), ``GET /model``, ``/readyz`` with the model version, and ``/metrics``.
+  :func:`fish_platform.imaging.to_model_input` and asks the model, sharing one call among the
+  requests that arrive while its previous call is open (:mod:`serving.coalesce`); also serves the
+  page (``/``), its assets (``/static/``), ``GET /model``, ``/readyz`` with the model version, and
+  ``/metrics``.
 * :class:`FishModel` (internal, unix socket): holds the production model (:mod:`serving.inference`)
   and exposes ``classify`` as a *batchable* API, so BentoML's adaptive batching merges the images of
   concurrent requests into one model call. Images cross the process boundary as pickled uint8
@@ -32,6 +34,7 @@ from starlette.responses import JSONResponse
 from fish_platform.imaging import InvalidImage, sha256_hex, to_model_input
 from fish_platform.logs import configure_logging, log_event
 from serving.cache import CacheConfig, build_cache, cache_key
+from serving.coalesce import Coalescer
 from serving.config import load_serving_config, redact_url
 from serving.inference import (
     ModelHolder,
@@ -47,11 +50,14 @@ log = logging.getLogger("serving.service")
 
 # Adaptive batching. BentoML reads these when the class is decorated (so at import, from the
 # environment): images per model call, and the latency above which it sheds requests with a 503.
-MAX_BATCH_SIZE = int(os.environ.get("FISH_BATCH_MAX_SIZE") or 16)
+MAX_BATCH_SIZE = int(os.environ.get("FISH_BATCH_MAX_SIZE") or 32)
 MAX_LATENCY_MS = int(os.environ.get("FISH_BATCH_MAX_LATENCY_MS") or 10_000)
 # HTTP parsing, validation, decoding and the cache run in the public service's workers; the model
 # runs once, in FishModel. More API workers help when request handling, not the model, is the limit.
 API_WORKERS = int(os.environ.get("FISH_API_WORKERS") or 1)
+# Model calls an API worker keeps open at once; images of requests that arrive meanwhile share the
+# next call (serving/coalesce.py), so the hop to the model process is paid per batch, not per image.
+MODEL_CALLS_IN_FLIGHT = 2
 INFO_MAX_AGE_S = 1.0  # how stale the API process' view of the served version may be
 
 
@@ -206,6 +212,9 @@ class FishService:
         self._info: dict[str, Any] = {"loaded": False, "error": "not asked yet"}
         self._info_at = float("-inf")
         self._info_lock = asyncio.Lock()
+        self._model_calls: Coalescer[np.ndarray, dict[str, Any]] = Coalescer(
+            self._call_model, max_in_flight=MODEL_CALLS_IN_FLIGHT, max_items=MAX_BATCH_SIZE
+        )
         if problem := frontend_problem(self.config.frontend_dir):
             log_event(log, problem, logging.WARNING, frontend_dir=str(self.config.frontend_dir))
 
@@ -267,17 +276,19 @@ class FishService:
             return _Upload(status=400, reason=exc.reason, error=str(exc))
         return _Upload(key=key, array=array)
 
+    async def _call_model(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+        try:
+            return await self.model.to_async.classify(images=images)
+        except aiohttp.ClientConnectionError:  # a dropped connection: classify is safe to repeat
+            return await self.model.to_async.classify(images=images)
+
     async def _classify(self, uploads: list[_Upload], info: dict[str, Any]) -> str | None:
         """Fill ``result`` of every upload with an array; returns an error reason if the model failed."""
         pending = [u for u in uploads if u.array is not None]
         if not pending:
             return None
-        images = [u.array for u in pending]
         try:
-            try:
-                results = await self.model.to_async.classify(images=images)
-            except aiohttp.ClientConnectionError:  # a dropped connection: classify is safe to repeat
-                results = await self.model.to_async.classify(images=images)
+            results = await self._model_calls.submit([u.array for u in pending])
         except Exception as exc:  # noqa: BLE001 - overloaded or restarting model process
             log_event(log, "model call failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
             return "model_unavailable"
