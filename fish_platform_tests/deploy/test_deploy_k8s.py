@@ -67,6 +67,16 @@ def test_serving_autoscales_from_1_to_10_pods_on_cpu(overlay: str):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_tensorflow_threads_follow_the_pod_cpu_limit(overlay: str):
+    (container,) = containers(find(render(overlay), "Deployment", "fish-serving"))
+    env = {e["name"]: e for e in container["env"]}
+    source = env["FISH_TF_THREADS"]["valueFrom"]["resourceFieldRef"]
+    assert source["resource"] == "limits.cpu" and source["containerName"] == container["name"]
+    assert str(source.get("divisor", "1")) == "1"  # whole cores: the service reads an integer
+    assert container["resources"]["limits"]["cpu"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_serving_probes_healthz_and_readyz(overlay: str):
     deployment = find(render(overlay), "Deployment", "fish-serving")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
