@@ -12,6 +12,8 @@ Scenarios (same model, same photos, same machine, one after the other):
 * ``cached``: the same service, a small set of images requested over and over (cache hits).
 
 Each HTTP scenario runs with one client (latency) and with ``--concurrency`` clients (throughput).
+The default of 64 clients keeps the service saturated with full batches of 32 (the ceiling's batch
+size): two batches at the model, two being parsed, decoded and answered.
 
 The load generator is a minimal asyncio HTTP/1.1 keep-alive client (cheap, so it steals little
 CPU from the server on small machines) at a fixed concurrency for a fixed time, after a warm-up.
@@ -20,7 +22,7 @@ generated images. The model is an untrained EfficientNet of the chosen variant a
 ``log_classifier`` to a temporary MLflow registry (speed does not depend on the weights), or an
 existing registered model with ``--tracking-uri`` and ``--model-name``.
 
-    .venv/bin/python benchmarks/serving.py [--image-size 96] [--variant B0] [--concurrency 16]
+    .venv/bin/python benchmarks/serving.py [--image-size 96] [--variant B0] [--concurrency 64]
         [--seconds 20] [--scenarios ceiling,naive,uncached,cached] [--no-redis]
 """
 
@@ -172,7 +174,7 @@ class LoadResult:
 def run_load(
     port: int, path: str, bodies: Callable[[], bytes], concurrency: int, seconds: float, warmup: float
 ) -> LoadResult:
-    """``concurrency`` clients, back to back, for ``warmup + seconds``; only the last part counts."""
+    """``concurrency`` clients, back to back, for ``warmup + seconds``; answers in the last part count."""
 
     async def main() -> LoadResult:
         start = time.perf_counter()
@@ -188,13 +190,16 @@ def run_load(
                 while (t0 := time.perf_counter()) < window[1]:
                     status, payload = await conn.post(path, bodies())
                     t1 = time.perf_counter()
-                    if t0 >= window[0] and t1 <= window[1]:
+                    # Every answer that arrives inside the window counts, whenever it was asked:
+                    # counting only requests that also *started* inside it would drop about
+                    # latency / window of the answers (20% with 6 s latencies in a 30 s window).
+                    if window[0] <= t1 <= window[1]:
                         if status == 200:
                             latencies.append((t1 - t0) * 1000)
                         else:
                             errors += 1
-                    if sample is None and status == 200 and t0 >= window[0]:
-                        sample = json.loads(payload)
+                        if sample is None and status == 200:
+                            sample = json.loads(payload)
             finally:
                 conn.close()
 
@@ -332,7 +337,7 @@ def main() -> None:
     )
     parser.add_argument("--variant", default="B0")
     parser.add_argument("--image-size", type=int, default=96, help="model input size (demo profile: 96)")
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured time per scenario")
     parser.add_argument("--warmup", type=float, default=5.0, help="unmeasured time before each scenario")
     parser.add_argument("--latency-seconds", type=float, default=10.0, help="measured time with 1 client")
@@ -478,11 +483,15 @@ def goals(results: dict[str, dict]) -> Iterator[str]:
     if uncached and "ceiling" in results:
         share = uncached / results["ceiling"]["images_per_s"]
         yield f"uncached vs ceiling: {share:.0%} (goal >= 80%): {'met' if share >= 0.8 else 'NOT met'}"
-    for key in ("cached_1", "cached"):
-        if key in results:
-            p50, clients = results[key]["p50_ms"], results[key]["concurrency"]
-            verdict = "met" if p50 <= 5 else "NOT met"
-            yield f"cached p50 at {clients} client(s): {p50:.2f} ms (goal <= 5 ms): {verdict}"
+    if "cached_1" in results:
+        p50 = results["cached_1"]["p50_ms"]
+        yield f"cached p50, one client: {p50:.2f} ms (goal <= 5 ms): {'met' if p50 <= 5 else 'NOT met'}"
+    if "cached" in results:  # saturated: the p50 is queueing (clients / throughput), not cache cost
+        r = results["cached"]
+        yield (
+            f"cached p50 at {r['concurrency']} clients: {r['p50_ms']:.2f} ms "
+            f"(saturated, {r['req_per_s']:.0f} req/s; for information)"
+        )
 
 
 def report(setup: dict, results: dict[str, dict], args: argparse.Namespace, work: Path) -> None:
