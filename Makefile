@@ -10,7 +10,7 @@ export FISH_RAW_URI ?= $(FISH_DATA_DIR)/raw
 export FISH_SERVE_PORT ?= 3000
 export PYSPARK_PYTHON ?= $(CURDIR)/$(BIN)/python
 
-.PHONY: demo test serve dagster system-deps frontend lint benchmarks deploy print-urls clean
+.PHONY: demo test serve dagster system-deps frontend lint benchmarks images deploy print-urls clean
 
 $(BIN)/.installed: pyproject.toml
 	@if [ -z "$(PYTHON_311)" ]; then echo "missing prerequisite: Python 3.11 (python3.11 not found; install it, e.g. apt-get install python3.11 python3.11-venv)" >&2; exit 1; fi
@@ -56,6 +56,11 @@ benchmarks: $(BIN)/.installed
 	$(BIN)/python benchmarks/serving.py
 
 FISH_OVERLAY ?= local
+
+# Build and push the serving, Dagster and MLflow images (docker buildx or podman) under the
+# commit's tag to FISH_IMAGE_REGISTRY (default: localhost:5001 locally, the Terraform registry on yandex).
+images:
+	FISH_OVERLAY=$(FISH_OVERLAY) scripts/images.sh
 
 deploy:
 	k8s/deploy.sh $(FISH_OVERLAY)

@@ -22,9 +22,10 @@ DAGSTER = K8S / "dagster"
 # Stand-ins for what k8s/deploy.sh fills in from `terraform output`.
 PLACEHOLDERS = {
     "PG_HOST": "c-abc123.rw.mdb.yandexcloud.net",
-    "REGISTRY_ID": "crp0000000000000000",
-    "IMAGE_TAG": "0a1b2c3",
-    "MODELS_BUCKET": "fish-platform-models-b1g",
+    "IMAGE_REGISTRY": "cr.yandex/crp0000000000000000",
+    "IMAGE_TAG": "0a1b2c3d4e5f",
+    "IMAGE_PULL_POLICY": "IfNotPresent",
+    "DATA_BUCKET": "fish-platform-data-b1g",
 }
 CLIENT_LABEL = {"fish-platform.io/postgres-client": "true"}
 
@@ -101,8 +102,14 @@ def test_code_location_serves_fish_platform_definitions(release: str):
     assert location["includeConfigInLaunchedRuns"]["enabled"] is True
     assert CLIENT_LABEL.items() <= location["labels"].items()
     assert {"name": "fish-s3"} in location["envSecrets"]
-    if release.startswith("yandex"):
-        assert location["image"]["repository"].startswith("cr.yandex/")
+    # Every client of MLflow sends the basic-auth credentials of the Secret mlflow-auth.
+    assert {"name": "mlflow-auth"} in location["envSecrets"]
+    assert {"name": "mlflow-auth"} in values["runLauncher"]["config"]["k8sRunLauncher"]["envSecrets"]
+    image = location["image"]
+    assert (image["repository"], image["tag"]) == (
+        f"{PLACEHOLDERS['IMAGE_REGISTRY']}/fish-dagster",
+        PLACEHOLDERS["IMAGE_TAG"],
+    )
 
 
 @pytest.mark.parametrize("release", RELEASES)
@@ -193,3 +200,191 @@ def test_helm_lint_when_helm_and_the_chart_are_available(tmp_path: Path):
     ):
         pytest.skip("the dagster Helm repository is not cached here (offline)")
     assert result.returncode == 0, result.stderr
+
+
+def test_deploy_script_fills_every_placeholder_of_the_values_files():
+    used = set()
+    for path in VALUES_FILES:
+        used |= set(re.findall(r"\$\{(\w+)\}", path.read_text()))
+    deploy = (K8S / "deploy.sh").read_text()
+    filled = set(re.findall(r"s\|\\\$\{(\w+)\}\|", deploy))
+    assert used and used <= filled, f"deploy.sh does not fill {sorted(used - filled)}"
+    assert used <= set(PLACEHOLDERS)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_webserver_daemon_and_code_server_run_our_image_non_root_on_a_read_only_root(release: str):
+    values = merged(*RELEASES[release])
+    location = values["dagster-user-deployments"]["deployments"][0]
+    components = {
+        "dagsterWebserver": values["dagsterWebserver"],
+        "dagsterDaemon": values["dagsterDaemon"],
+        "code server": location,
+    }
+    for name, component in components.items():
+        # Our image carries the instance's modules (dagster_aws for the S3 compute log manager).
+        assert component["image"] == location["image"], name
+        pod, container = component["podSecurityContext"], component["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["runAsUser"] != 0, name
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert container["readOnlyRootFilesystem"] is True, name
+        assert container["allowPrivilegeEscalation"] is False, name
+        assert container["capabilities"]["drop"] == ["ALL"], name
+        tmp = next(m for m in component["volumeMounts"] if m["mountPath"] == "/tmp")
+        volume = next(v for v in component["volumes"] if v["name"] == tmp["name"])
+        assert "emptyDir" in volume, name
+    # A non-root process cannot bind port 80 (the chart's default).
+    assert values["dagsterWebserver"]["service"]["port"] >= 1024
+    assert (
+        values["dagsterWebserver"]["readinessProbe"]["httpGet"]["port"]
+        == (values["dagsterWebserver"]["service"]["port"])
+    )
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_run_pods_are_non_root_on_a_read_only_root(release: str):
+    k8s = merged(*RELEASES[release])["runLauncher"]["config"]["k8sRunLauncher"]
+    pod = k8s["runK8sConfig"]["podSpecConfig"]["securityContext"]
+    container = k8s["runK8sConfig"]["containerConfig"]["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["seccompProfile"]["type"] == "RuntimeDefault"
+    assert container["readOnlyRootFilesystem"] is True and container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert any(m["mountPath"] == "/tmp" for m in k8s["volumeMounts"])
+
+
+COMPUTE_LOG_MODULES = {
+    "NoOpComputeLogManager": "dagster",
+    "S3ComputeLogManager": "dagster_aws",
+    "GCSComputeLogManager": "dagster_gcp",
+    "AzureBlobComputeLogManager": "dagster_azure",
+}
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_compute_log_manager_module_is_in_the_image_in_lockstep(release: str):
+    """The image installs pyproject.toml's dependencies; the manager's package must be one of them,
+    released with the same dagster-* version as dagster-k8s (lockstep), and importable."""
+    import importlib.util
+
+    manager = merged(*RELEASES[release])["computeLogManager"]["type"]
+    module = COMPUTE_LOG_MODULES[manager]
+    pins = dict(re.findall(r'"([a-z0-9-]+)==([0-9.]+)"', (REPO_ROOT / "pyproject.toml").read_text()))
+    package = module.replace("_", "-")
+    assert package in pins, f"{manager} needs {package}, which pyproject.toml does not pin"
+    if package != "dagster":
+        assert pins[package] == pins["dagster-k8s"], f"{package} {pins[package]} is not in lockstep"
+    assert importlib.util.find_spec(module) is not None
+    dockerfile = (K8S / "images" / "dagster.Dockerfile").read_text()
+    assert "COPY pyproject.toml" in dockerfile and "pip install ." in dockerfile
+
+
+def location_container_context(location: dict, namespace: str = "fish-platform") -> dict:
+    """The container context the chart gives the code server (DAGSTER_CONTAINER_CONTEXT), from its
+    values: a model of dagsterUserDeployments.k8sContainerContext in
+    helm/dagster/charts/dagster-user-deployments/templates/helpers/_helpers.tpl (no Helm here)."""
+    k8s: dict = {
+        "image_pull_policy": location["image"]["pullPolicy"],
+        "env_config_maps": [f"dagster-{location['name']}-user-env"]
+        + [c["name"] for c in location.get("envConfigMaps", [])],
+        "namespace": namespace,
+        "service_account_name": "dagster",
+    }
+    for key, value_key in [
+        ("env_secrets", "envSecrets"),
+        ("volume_mounts", "volumeMounts"),
+        ("volumes", "volumes"),
+        ("labels", "labels"),
+        ("resources", "resources"),
+    ]:
+        if location.get(value_key):
+            value = location[value_key]
+            k8s[key] = [v["name"] for v in value] if key == "env_secrets" else value
+    return {"k8s": k8s}
+
+
+def run_container_context(values: dict, location: dict | None = None, run_tags: dict | None = None):
+    """What dagster-k8s gives a run pod: the run launcher's config, merged with the code location's
+    container context and the run's `dagster-k8s/config` tag, by dagster-k8s's own merge code."""
+    from dagster_k8s.container_context import K8sContainerContext
+    from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_user_defined_k8s_config
+
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    run_k8s_config = launcher.get("runK8sConfig", {})
+    snake = {
+        "containerConfig": "container_config",
+        "podSpecConfig": "pod_spec_config",
+        "jobSpecConfig": "job_spec_config",
+        "podTemplateSpecMetadata": "pod_template_spec_metadata",
+        "jobMetadata": "job_metadata",
+    }
+    context = K8sContainerContext(
+        image_pull_policy=launcher["imagePullPolicy"],
+        env_config_maps=[c["name"] for c in launcher["envConfigMaps"]],
+        env_secrets=[s["name"] for s in launcher["envSecrets"]],
+        volume_mounts=launcher.get("volumeMounts", []),
+        volumes=launcher.get("volumes", []),
+        labels=launcher.get("labels", {}),
+        resources=launcher.get("resources", {}),
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(
+            {snake[k]: v for k, v in run_k8s_config.items()}
+        ),
+    )
+    user = K8sContainerContext()
+    if location is not None:
+        user = user.merge(K8sContainerContext.create_from_config(location_container_context(location)))
+    if run_tags:
+        user = user.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(run_tags)))
+    return context.merge(user)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_code_server_resources_do_not_leak_into_run_pods(release: str):
+    values = merged(*RELEASES[release])
+    location = values["dagster-user-deployments"]["deployments"][0]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert "resources" not in location, "includeConfigInLaunchedRuns would pass them to every run"
+    merged_context = run_container_context(values, location)
+    assert merged_context.run_k8s_config.container_config["resources"] == launcher["resources"]
+    # The scratch volume of the location and of the launcher is the same one: mounted once.
+    mounts = merged_context.run_k8s_config.container_config["volume_mounts"]
+    assert [m["mount_path"] for m in mounts].count("/tmp") == 1
+
+    # The check would see a leak: the same merge with a size on the code location takes it.
+    leaky = {**location, "resources": {"requests": {"cpu": "1", "memory": "3Gi"}}}
+    leaked = run_container_context(values, leaky).run_k8s_config.container_config["resources"]
+    assert leaked["requests"] == {"cpu": "1", "memory": "3Gi"}
+
+    # The namespace's LimitRange sizes the code server instead.
+    limit_range = find(
+        render("local" if release == "local" else "yandex"), "LimitRange", "container-defaults"
+    )
+    (container_limits,) = limit_range["spec"]["limits"]
+    assert container_limits["type"] == "Container"
+    assert {"cpu", "memory"} <= set(container_limits["defaultRequest"]) and container_limits["default"]
+
+
+def test_a_run_tag_sizes_the_training_pod_over_the_launcher_default():
+    """The tag shape documented for training (docs/deployment.md) reaches the run pod."""
+    values = merged(*RELEASES["yandex"])
+    location = values["dagster-user-deployments"]["deployments"][0]
+    training = {
+        "container_config": {
+            "resources": {
+                "requests": {"cpu": "6", "memory": "24Gi", "nvidia.com/gpu": "1"},
+                "limits": {"cpu": "8", "memory": "30Gi", "nvidia.com/gpu": "1"},
+            }
+        },
+        "pod_spec_config": {
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "node_selector": {"fish-platform.io/node-pool": "gpu"},
+        },
+    }
+    import json
+
+    context = run_container_context(values, location, {"dagster-k8s/config": json.dumps(training)})
+    config = context.run_k8s_config
+    assert config.container_config["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert config.container_config["resources"]["requests"]["cpu"] == "6"
+    assert config.pod_spec_config["tolerations"] == training["pod_spec_config"]["tolerations"]
+    # The launcher's security context survives the merge.
+    assert config.pod_spec_config["security_context"]["run_as_non_root"] is True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -29,6 +30,8 @@ def test_overlay_is_valid_kubernetes(overlay: str):
     docs = render(overlay)
     assert docs
     for doc in docs:
+        if doc["apiVersion"].startswith("cert-manager.io/"):
+            continue  # a CRD: kubernetes-validate has no schema for it (test_ingress_serves_https_...)
         try:
             kubernetes_validate.validate(doc, K8S_SCHEMA_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
@@ -48,13 +51,16 @@ def test_everything_lands_in_the_platform_namespace(overlay: str):
             )
 
 
+HPA_RANGE = {"local": (1, 10), "yandex": (2, 10)}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_serving_autoscales_from_1_to_10_pods_on_cpu(overlay: str):
+def test_serving_autoscales_on_cpu_from_1_locally_and_2_on_yandex_to_10_pods(overlay: str):
     docs = render(overlay)
     hpa = find(docs, "HorizontalPodAutoscaler", "fish-serving")
     assert hpa["apiVersion"] == "autoscaling/v2"
     spec = hpa["spec"]
-    assert (spec["minReplicas"], spec["maxReplicas"]) == (1, 10)
+    assert (spec["minReplicas"], spec["maxReplicas"]) == HPA_RANGE[overlay]
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fish-serving"}
     (metric,) = spec["metrics"]
     assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
@@ -119,13 +125,39 @@ def test_every_workload_is_hardened_and_sized(overlay: str):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pdb_covers_the_serving_pods(overlay: str):
+def test_pdb_covers_the_serving_pods_consistently_with_the_hpa_floor(overlay: str):
     docs = render(overlay)
-    pdb = find(docs, "PodDisruptionBudget", "fish-serving")
+    pdb = find(docs, "PodDisruptionBudget", "fish-serving")["spec"]
     labels = find(docs, "Deployment", "fish-serving")["spec"]["template"]["metadata"]["labels"]
-    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
-    # With the HPA at one replica, minAvailable: 1 would block every node drain.
-    assert pdb["spec"].get("maxUnavailable") == 1 and "minAvailable" not in pdb["spec"]
+    assert pdb["selector"]["matchLabels"].items() <= labels.items()
+    floor = find(docs, "HorizontalPodAutoscaler", "fish-serving")["spec"]["minReplicas"]
+    if floor == 1:
+        # At one replica, minAvailable: 1 would block every node drain.
+        assert pdb.get("maxUnavailable") == 1 and "minAvailable" not in pdb
+    else:
+        # At two or more, a drain may take pods one at a time but never the last one.
+        assert pdb.get("minAvailable") == 1 and "maxUnavailable" not in pdb
+        assert pdb["minAvailable"] < floor
+
+
+def test_yandex_serving_pods_spread_over_zones():
+    spec = find(render("yandex"), "Deployment", "fish-serving")["spec"]["template"]["spec"]
+    by_key = {c["topologyKey"]: c for c in spec["topologySpreadConstraints"]}
+    zone = by_key["topology.kubernetes.io/zone"]
+    assert zone["maxSkew"] == 1 and zone["whenUnsatisfiable"] == "DoNotSchedule"
+    assert zone["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "fish-serving"}
+    assert "kubernetes.io/hostname" in by_key
+    local = find(render("local"), "Deployment", "fish-serving")["spec"]["template"]["spec"]
+    assert "topology.kubernetes.io/zone" not in {c["topologyKey"] for c in local["topologySpreadConstraints"]}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_sends_mlflow_credentials_and_staggers_model_reloads(overlay: str):
+    (container,) = containers(find(render(overlay), "Deployment", "fish-serving"))
+    env = {e["name"]: e for e in container["env"]}
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-auth", "key": key}
+    assert int(env["FISH_MODEL_RELOAD_JITTER_SECONDS"]["value"]) >= 30
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -141,7 +173,7 @@ def test_ingress_sends_page_and_api_to_serving(overlay: str):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_mlflow_uses_postgres_from_a_secret_and_s3_artifacts(overlay: str):
+def test_mlflow_uses_postgres_from_a_secret_s3_artifacts_and_basic_auth(overlay: str):
     docs = render(overlay)
     deployment = find(docs, "Deployment", "mlflow")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -151,14 +183,70 @@ def test_mlflow_uses_postgres_from_a_secret_and_s3_artifacts(overlay: str):
         "name": "mlflow-db",
         "key": "backend-store-uri",
     }
-    args = container["args"]
-    assert args[0] == "server" and "--serve-artifacts" in args
-    destination = args[args.index("--artifacts-destination") + 1]
-    assert destination == "$(MLFLOW_ARTIFACTS_DESTINATION)"
+    script = container["args"][0]
+    assert container["command"] == ["/bin/sh", "-c"]
+    assert "exec mlflow server --app-name basic-auth" in script
+    assert '--serve-artifacts --artifacts-destination "$MLFLOW_ARTIFACTS_DESTINATION"' in script
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-auth",
+        "key": "MLFLOW_TRACKING_USERNAME",
+    }
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-auth",
+        "key": "MLFLOW_TRACKING_PASSWORD",
+    }
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-server"
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].startswith("/tmp/")
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health"  # unauthenticated in the auth app
     config_name = next(s["configMapRef"]["name"] for s in container["envFrom"] if "configMapRef" in s)
     config = find(docs, "ConfigMap", config_name)["data"]
     assert config["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
     assert "mlflow" in config["MLFLOW_SERVER_ALLOWED_HOSTS"].split(",")
+
+
+def test_mlflow_start_script_writes_an_auth_config_mlflow_reads(tmp_path, monkeypatch):
+    """Run the container's start script with a stand-in `mlflow` and read the ini it wrote with
+    MLflow's own auth config reader: the user store is the backend store, "%" in the password intact."""
+    import os
+    import subprocess
+
+    (container,) = containers(find(render("local"), "Deployment", "mlflow"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "mlflow").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/mlflow-args\n')
+    (bin_dir / "mlflow").chmod(0o755)
+    uri = "postgresql+psycopg2://mlflow:p%40ss%25w0rd@c-1.rw.mdb.yandexcloud.net:6432/mlflow?sslmode=require"
+    ini = tmp_path / "basic_auth.ini"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "MLFLOW_BACKEND_STORE_URI": uri,
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_ARTIFACTS_DESTINATION": "s3://fish-models/mlflow",
+    }
+    result = subprocess.run(
+        [*container["command"], container["args"][0]], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    args = (tmp_path / "mlflow-args").read_text().split()
+    assert args[:3] == ["server", "--app-name", "basic-auth"]
+    assert args[args.index("--artifacts-destination") + 1] == "s3://fish-models/mlflow"
+
+    # MLflow's reader, loaded alone: the auth package itself needs Flask-WTF (mlflow[auth], in the image).
+    import importlib.util
+
+    import mlflow
+
+    spec = importlib.util.spec_from_file_location(
+        "mlflow_auth_config", Path(mlflow.__file__).parent / "server" / "auth" / "config.py"
+    )
+    auth_config = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(auth_config)
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(ini))
+    parsed = auth_config.read_auth_config()
+    assert parsed.database_uri == uri
+    assert parsed.default_permission == "READ"
+    assert parsed.authorization_function == "mlflow.server.auth:authenticate_request_basic_auth"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -215,26 +303,6 @@ def _ignored(path) -> bool:
     return result.returncode == 0
 
 
-def test_local_network_policies_fence_redis_and_postgres():
-    docs = render("local")
-    redis = find(docs, "NetworkPolicy", "redis-from-serving-only")["spec"]
-    assert redis["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
-    (rule,) = redis["ingress"]
-    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "fish-serving"}}}]
-    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
-
-    postgres = find(docs, "NetworkPolicy", "postgres-from-platform-only")["spec"]
-    assert postgres["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "postgres"}
-    (rule,) = postgres["ingress"]
-    client_label = {"fish-platform.io/postgres-client": "true"}
-    assert rule["from"] == [{"podSelector": {"matchLabels": client_label}}]
-    # MLflow is a client; serving, Redis and the monitoring pods are not.
-    labels = {d["metadata"]["name"]: pod_spec_labels(d) for d in workloads(docs)}
-    assert client_label.items() <= labels["mlflow"].items()
-    for name in ("fish-serving", "redis", "prometheus", "grafana", "minio"):
-        assert "fish-platform.io/postgres-client" not in labels[name], name
-
-
 def pod_spec_labels(doc: dict) -> dict:
     return doc["spec"]["template"]["metadata"].get("labels", {})
 
@@ -254,25 +322,28 @@ def test_yandex_overlay_uses_managed_redis_and_postgres():
     assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "fish-redis", "key": "REDIS_URL"}
 
 
-def test_yandex_egress_policies_match_the_terraform_data_subnet():
+def test_yandex_policies_match_the_terraform_subnets():
+    """The ipBlocks of the yandex policies are the ranges infra/ puts the managed databases and the
+    Kubernetes master in."""
     docs = render("yandex")
-    fence = find(docs, "NetworkPolicy", "egress-except-managed-data")["spec"]
-    assert fence["podSelector"] == {} and fence["policyTypes"] == ["Egress"]
-    (excepted,) = fence["egress"][0]["to"][0]["ipBlock"]["except"]
-    redis = find(docs, "NetworkPolicy", "managed-redis-from-serving-only")["spec"]
-    postgres = find(docs, "NetworkPolicy", "managed-postgres-from-platform-only")["spec"]
-    assert redis["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "fish-serving"}
-    assert postgres["podSelector"]["matchLabels"] == {"fish-platform.io/postgres-client": "true"}
-    assert redis["egress"][0]["ports"] == [{"protocol": "TCP", "port": 6380}]
-    assert postgres["egress"][0]["ports"] == [{"protocol": "TCP", "port": 6432}]
-    for policy in (redis, postgres):
-        assert policy["egress"][0]["to"][0]["ipBlock"]["cidr"] == excepted
-
     variables = tf_blocks("variable")
-    data_subnet = ipaddress.ip_network(hcl_value(variables["data_subnet_cidr"]["default"]))
-    assert data_subnet.subnet_of(ipaddress.ip_network(excepted)), (
-        f"infra data subnet {data_subnet} is outside the range the NetworkPolicies fence ({excepted})"
-    )
+    data_range = ipaddress.ip_network(hcl_value(variables["data_subnet_cidr"]["default"]))
+    k8s_range = ipaddress.ip_network(hcl_value(variables["k8s_subnet_cidr"]["default"]))
+    expected = {
+        "managed-redis-from-serving-only": (data_range, 6380),
+        "managed-postgres-from-platform-only": (data_range, 6432),
+        "managed-postgres-from-migrate-job": (data_range, 6432),
+        "kubernetes-api-egress": (k8s_range, 443),
+    }
+    for name, (network, port) in expected.items():
+        (rule,) = find(docs, "NetworkPolicy", name)["spec"]["egress"]
+        (peer,) = rule["to"]
+        assert ipaddress.ip_network(peer["ipBlock"]["cidr"]) == network, name
+        assert rule["ports"] == [{"protocol": "TCP", "port": port}], name
+    storage = find(docs, "NetworkPolicy", "object-storage-egress")["spec"]["egress"][0]
+    excepted = [ipaddress.ip_network(c) for c in storage["to"][0]["ipBlock"]["except"]]
+    # Object Storage is reached on public addresses only: no private range, so no managed database.
+    assert any(data_range.subnet_of(e) for e in excepted) and any(k8s_range.subnet_of(e) for e in excepted)
 
 
 def test_third_party_images_are_pinned():
@@ -286,27 +357,112 @@ def test_third_party_images_are_pinned():
                 assert name and tag and tag != "latest", f"{overlay}: unpinned image {image}"
 
 
+def spark_settings(docs: list[dict]) -> dict[str, str]:
+    conf = find(docs, "ConfigMap", "spark-defaults")["data"]["spark-defaults.conf"]
+    return dict(
+        line.split(None, 1) for line in conf.splitlines() if line.strip() and not line.startswith("#")
+    )
+
+
 def test_spark_component_lets_the_driver_manage_executor_pods():
     docs = render("yandex")
     role = find(docs, "Role", "spark-driver")
     (rule,) = role["rules"]
     assert {"pods", "services", "configmaps"} <= set(rule["resources"])
-    assert {"create", "delete", "list", "watch"} <= set(rule["verbs"])
+    assert {"create", "delete", "list", "watch", "get"} <= set(rule["verbs"])
     binding = find(docs, "RoleBinding", "spark-driver")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "dagster", "namespace": "fish-platform"}
     ]
-    conf = find(docs, "ConfigMap", "spark-defaults")["data"]["spark-defaults.conf"]
-    settings = dict(
-        line.split(None, 1) for line in conf.splitlines() if line.strip() and not line.startswith("#")
-    )
+    settings = spark_settings(docs)
     assert settings["spark.kubernetes.namespace"] == "fish-platform"
     assert settings["spark.kubernetes.authenticate.driver.serviceAccountName"] == "dagster"
     assert "spark.kubernetes.container.image" in settings
 
 
-def test_base_ships_namespace_with_pod_security_labels():
+def test_spark_executors_get_storage_by_configuration_and_unique_names():
+    docs = render("yandex")
+    settings = spark_settings(docs)
+    # Credentials from the Secret as secretKeyRef env, never a file; the endpoint as executor env.
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert settings[f"spark.kubernetes.executor.secretKeyRef.{key}"] == f"fish-s3:{key}"
+    endpoint = find(docs, "ConfigMap", "dagster-platform-env")["data"]["FISH_S3_ENDPOINT_URL"]
+    assert settings["spark.executorEnv.FISH_S3_ENDPOINT_URL"] == endpoint
+    assert not [k for k in settings if "secretFile" in k or k.endswith(".secrets") or "hadoopConf" in k]
+    # A fixed prefix would make two concurrent runs' executor pods clash; the platform sets it per run.
+    assert "spark.kubernetes.executor.podNamePrefix" not in settings
+    # The executor pod template is shipped in the same ConfigMap, at the path the setting names.
+    template_path = settings["spark.kubernetes.executor.podTemplateFile"]
+    data = find(docs, "ConfigMap", "spark-defaults")["data"]
+    assert template_path == "/opt/spark-conf/" + "executor-pod-template.yaml"
+    template = yaml.safe_load(data["executor-pod-template.yaml"])
+    assert (
+        template["spec"]["containers"][0]["name"]
+        == settings["spark.kubernetes.executor.podTemplateContainerName"]
+    )
+    # Executors are owned by the driver pod: its name comes from the downward API.
+    values = yaml.safe_load((K8S / "spark" / "values-spark-k8s.yaml").read_text())
+    env = values["runLauncher"]["config"]["k8sRunLauncher"]["runK8sConfig"]["containerConfig"]["env"]
+    by_name = {e["name"]: e for e in env}
+    assert by_name["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert "spark.kubernetes.driver.pod.name=$(POD_NAME)" in by_name["PYSPARK_SUBMIT_ARGS"]["value"]
+    # $(VAR) expands only variables defined earlier in the list.
+    names = [e["name"] for e in env]
+    assert names.index("POD_NAME") < names.index("PYSPARK_SUBMIT_ARGS")
+
+
+def test_base_ships_namespace_enforcing_restricted_pod_security():
     namespace = yaml.safe_load((K8S / "base" / "namespace.yaml").read_text())
     labels = namespace["metadata"]["labels"]
-    assert labels["pod-security.kubernetes.io/enforce"] in {"baseline", "restricted"}
-    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_ingress_serves_https_with_a_cert_manager_certificate(overlay: str):
+    docs = render(overlay)
+    ingress = find(docs, "Ingress", "fish-platform")
+    (tls,) = ingress["spec"]["tls"]
+    (rule,) = ingress["spec"]["rules"]
+    assert tls["hosts"] == [rule["host"]]
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    certificates = [d for d in docs if d["kind"] == "Certificate"]
+    (certificate,) = [c for c in certificates if c["spec"]["secretName"] == tls["secretName"]]
+    assert certificate["apiVersion"] == "cert-manager.io/v1"
+    assert certificate["spec"]["dnsNames"] == tls["hosts"]
+    issuer_ref = certificate["spec"]["issuerRef"]
+    issuer = find(docs, issuer_ref["kind"], issuer_ref["name"])
+    assert issuer["apiVersion"] == "cert-manager.io/v1"
+    if overlay == "yandex":
+        acme = issuer["spec"]["acme"]
+        assert acme["server"] == "https://acme-v02.api.letsencrypt.org/directory"
+        (solver,) = acme["solvers"]
+        assert solver["http01"]["ingress"]["ingressClassName"] == ingress["spec"]["ingressClassName"]
+    else:
+        assert "selfSigned" in issuer["spec"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_platform_state_is_durable_and_the_data_dir_is_scratch(overlay: str):
+    env = find(render(overlay), "ConfigMap", "dagster-platform-env")["data"]
+    assert env["FISH_DATA_URI"].startswith("s3://") and env["FISH_DATA_URI"].endswith("/platform")
+    assert env["FISH_RAW_URI"].startswith("s3://")
+    # Same bucket as the raw images, so the same key and endpoint reach both.
+    assert env["FISH_DATA_URI"].split("/")[2] == env["FISH_RAW_URI"].split("/")[2]
+    values = yaml.safe_load(re.sub(r"\$\{\w+\}", "x", (K8S / "dagster" / "values.yaml").read_text()))
+    scratch_mount = next(
+        m for m in values["runLauncher"]["config"]["k8sRunLauncher"]["volumeMounts"] if m["name"] == "scratch"
+    )
+    assert env["FISH_DATA_DIR"].startswith(scratch_mount["mountPath"] + "/")
+    if overlay == "local":
+        job = find(render("local"), "Job", "minio-buckets")
+        script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+        assert f'"{env["FISH_DATA_URI"].split("/")[2]}"' in script  # the bucket exists
+
+
+def test_local_images_are_always_pulled_from_the_local_registry():
+    for doc in workloads(render("local")):
+        for container in containers(doc):
+            if "/fish-" in container["image"]:
+                assert container["image"].startswith("localhost:5001/"), container["image"]
+                assert container["imagePullPolicy"] == "Always", doc["metadata"]["name"]
