@@ -30,10 +30,15 @@ resource "yandex_mdb_postgresql_cluster" "main" {
     }
   }
 
-  host {
-    zone             = var.zone
-    subnet_id        = yandex_vpc_subnet.data.id
-    assign_public_ip = false
+  # One host per zone: with multi_zone the cluster keeps a primary when a zone is lost (the
+  # .rw. host name follows the primary).
+  dynamic "host" {
+    for_each = local.zones
+    content {
+      zone             = host.value
+      subnet_id        = yandex_vpc_subnet.data[host.value].id
+      assign_public_ip = false
+    }
   }
 
   maintenance_window {
@@ -93,10 +98,13 @@ resource "yandex_mdb_redis_cluster" "cache" {
     disk_size          = var.redis_disk_gb
   }
 
-  host {
-    zone             = var.zone
-    subnet_id        = yandex_vpc_subnet.data.id
-    assign_public_ip = false
+  dynamic "host" {
+    for_each = local.zones
+    content {
+      zone             = host.value
+      subnet_id        = yandex_vpc_subnet.data[host.value].id
+      assign_public_ip = false
+    }
   }
 
   maintenance_window {

@@ -12,10 +12,27 @@ resource "yandex_iam_service_account" "k8s_nodes" {
   description = "Kubernetes nodes of the fish platform (image pulls)"
 }
 
-# The workloads (MLflow, Dagster runs): read and write the two buckets through a static key.
-resource "yandex_iam_service_account" "workloads" {
-  name        = "${var.name_prefix}-workloads"
-  description = "Fish platform workloads: Object Storage access"
+# One storage identity per workload, each with a static key (a Kubernetes Secret) and access to its
+# buckets only, granted on the buckets (storage.tf), never a folder-wide storage role: none of these
+# keys can delete a bucket or change its settings; only Terraform's own identity can.
+#   dagster: the code server, run pods, webserver, Spark executors (Secret fish-s3): read/write
+#            the data bucket (raw images, FISH_DATA_URI, step logs) and the models bucket
+#   mlflow:  the MLflow server (Secret fish-s3-mlflow): read/write the models bucket (artifacts)
+#   serving: read the models bucket only (outputs serving_s3_*; today serving reads models through
+#            MLflow's artifact proxy and mounts no key)
+resource "yandex_iam_service_account" "dagster" {
+  name        = "${var.name_prefix}-dagster"
+  description = "Fish platform Dagster runs and code server: data and model buckets"
+}
+
+resource "yandex_iam_service_account" "mlflow" {
+  name        = "${var.name_prefix}-mlflow"
+  description = "Fish platform MLflow server: model artifacts"
+}
+
+resource "yandex_iam_service_account" "serving" {
+  name        = "${var.name_prefix}-serving"
+  description = "Fish platform serving: read-only on model artifacts"
 }
 
 # CI: pushes the images.
@@ -26,13 +43,16 @@ resource "yandex_iam_service_account" "ci" {
 
 locals {
   folder_roles = {
-    cluster_agent     = { sa = yandex_iam_service_account.k8s_cluster.id, role = "k8s.clusters.agent" }
-    cluster_vpc       = { sa = yandex_iam_service_account.k8s_cluster.id, role = "vpc.publicAdmin" }
-    cluster_lb        = { sa = yandex_iam_service_account.k8s_cluster.id, role = "load-balancer.admin" }
-    cluster_kms       = { sa = yandex_iam_service_account.k8s_cluster.id, role = "kms.keys.encrypterDecrypter" }
-    nodes_puller      = { sa = yandex_iam_service_account.k8s_nodes.id, role = "container-registry.images.puller" }
-    workloads_storage = { sa = yandex_iam_service_account.workloads.id, role = "storage.editor" }
-    workloads_kms     = { sa = yandex_iam_service_account.workloads.id, role = "kms.keys.encrypterDecrypter" }
+    cluster_agent = { sa = yandex_iam_service_account.k8s_cluster.id, role = "k8s.clusters.agent" }
+    cluster_vpc   = { sa = yandex_iam_service_account.k8s_cluster.id, role = "vpc.publicAdmin" }
+    cluster_lb    = { sa = yandex_iam_service_account.k8s_cluster.id, role = "load-balancer.admin" }
+    cluster_kms   = { sa = yandex_iam_service_account.k8s_cluster.id, role = "kms.keys.encrypterDecrypter" }
+    nodes_puller  = { sa = yandex_iam_service_account.k8s_nodes.id, role = "container-registry.images.puller" }
+  }
+  storage_accounts = {
+    dagster = yandex_iam_service_account.dagster.id
+    mlflow  = yandex_iam_service_account.mlflow.id
+    serving = yandex_iam_service_account.serving.id
   }
 }
 
@@ -50,7 +70,15 @@ resource "yandex_container_registry_iam_binding" "ci_pusher" {
   members     = ["serviceAccount:${yandex_iam_service_account.ci.id}"]
 }
 
-resource "yandex_iam_service_account_static_access_key" "workloads" {
-  service_account_id = yandex_iam_service_account.workloads.id
-  description        = "S3 key of the fish platform workloads (Secret fish-s3)"
+# The buckets are encrypted with the platform key: every storage identity uses it (on the key only).
+resource "yandex_kms_symmetric_key_iam_binding" "storage_accounts" {
+  symmetric_key_id = yandex_kms_symmetric_key.main.id
+  role             = "kms.keys.encrypterDecrypter"
+  members          = [for id in values(local.storage_accounts) : "serviceAccount:${id}"]
+}
+
+resource "yandex_iam_service_account_static_access_key" "storage" {
+  for_each           = local.storage_accounts
+  service_account_id = each.value
+  description        = "S3 key of the fish platform ${each.key} workload"
 }

@@ -19,9 +19,28 @@ resource "yandex_kubernetes_cluster" "main" {
 
   master {
     version = var.k8s_version
-    zonal {
-      zone      = var.zone
-      subnet_id = yandex_vpc_subnet.k8s.id
+
+    # One zone: a zonal master. multi_zone: a regional master, a replica in each of the three
+    # zones, so the API survives the loss of a zone.
+    dynamic "zonal" {
+      for_each = var.multi_zone ? [] : [var.zone]
+      content {
+        zone      = zonal.value
+        subnet_id = yandex_vpc_subnet.k8s[zonal.value].id
+      }
+    }
+    dynamic "regional" {
+      for_each = var.multi_zone ? ["ru-central1"] : []
+      content {
+        region = regional.value
+        dynamic "location" {
+          for_each = local.zones
+          content {
+            zone      = location.value
+            subnet_id = yandex_vpc_subnet.k8s[location.value].id
+          }
+        }
+      }
     }
     public_ip          = true
     security_group_ids = [yandex_vpc_security_group.k8s.id]
@@ -64,10 +83,13 @@ resource "yandex_kubernetes_cluster" "main" {
   ]
 }
 
+# One autoscaling node group per zone (Yandex autoscales a group within a single zone): the serving
+# pods' zone spread (k8s/overlays/yandex) has a node to go to in every zone.
 resource "yandex_kubernetes_node_group" "main" {
+  for_each    = local.zone_subnets
   cluster_id  = yandex_kubernetes_cluster.main.id
-  name        = "${var.name_prefix}-nodes"
-  description = "Serving pods (HPA 1..10), MLflow, Dagster and its run pods"
+  name        = "${var.name_prefix}-nodes-${each.key}"
+  description = "Serving pods (HPA 2..10), MLflow, Dagster and its run pods"
   version     = var.k8s_version
   labels      = local.labels
 
@@ -76,7 +98,7 @@ resource "yandex_kubernetes_node_group" "main" {
 
     network_interface {
       nat                = false
-      subnet_ids         = [yandex_vpc_subnet.k8s.id]
+      subnet_ids         = [yandex_vpc_subnet.k8s[each.key].id]
       security_group_ids = [yandex_vpc_security_group.k8s.id]
     }
 
@@ -111,7 +133,84 @@ resource "yandex_kubernetes_node_group" "main" {
 
   allocation_policy {
     location {
-      zone = var.zone
+      zone = each.key
+    }
+  }
+
+  maintenance_policy {
+    auto_upgrade = true
+    auto_repair  = true
+
+    maintenance_window {
+      day        = "sunday"
+      start_time = "03:00"
+      duration   = "3h"
+    }
+  }
+}
+
+# GPU nodes for training, off by default (gpu_node_max = 0). Tainted, so only pods that tolerate
+# nvidia.com/gpu (the training run's op_tags, docs/deployment.md) land there; scaled from zero by
+# the cluster autoscaler when such a pod is pending. The node image brings the NVIDIA driver and
+# device plugin (gpu_environment runc_drivers_cuda); the Dagster image's CUDA build of TensorFlow
+# comes from `FISH_TF_VARIANT=gpu make images`.
+resource "yandex_kubernetes_node_group" "gpu" {
+  count       = var.gpu_node_max > 0 ? 1 : 0
+  cluster_id  = yandex_kubernetes_cluster.main.id
+  name        = "${var.name_prefix}-gpu"
+  description = "GPU nodes for training runs (tainted nvidia.com/gpu)"
+  version     = var.k8s_version
+  labels      = local.labels
+
+  node_labels = {
+    "fish-platform.io/node-pool" = "gpu"
+  }
+  node_taints = ["nvidia.com/gpu=true:NoSchedule"]
+
+  instance_template {
+    platform_id = var.gpu_platform_id
+
+    network_interface {
+      nat                = false
+      subnet_ids         = [yandex_vpc_subnet.k8s[var.gpu_zone].id]
+      security_group_ids = [yandex_vpc_security_group.k8s.id]
+    }
+
+    resources {
+      cores  = var.gpu_node_cores
+      memory = var.gpu_node_memory_gb
+      gpus   = var.gpu_node_gpus
+    }
+
+    gpu_settings {
+      gpu_environment = "runc_drivers_cuda"
+    }
+
+    boot_disk {
+      type = "network-ssd"
+      size = var.node_disk_gb
+    }
+
+    container_runtime {
+      type = "containerd"
+    }
+
+    scheduling_policy {
+      preemptible = false
+    }
+  }
+
+  scale_policy {
+    auto_scale {
+      min     = 0
+      max     = var.gpu_node_max
+      initial = 0
+    }
+  }
+
+  allocation_policy {
+    location {
+      zone = var.gpu_zone
     }
   }
 

@@ -5,6 +5,15 @@ locals {
   }
   # Yandex Network Load Balancer health checks come from these ranges.
   lb_healthcheck_cidrs = ["198.18.235.0/24", "198.18.248.0/24"]
+
+  # One zone, or three (var.multi_zone): a /24 per zone from each range, by the zone's position.
+  zones = var.multi_zone ? var.zones : [var.zone]
+  zone_subnets = {
+    for index, zone in local.zones : zone => {
+      k8s  = cidrsubnet(var.k8s_subnet_cidr, 8, index)
+      data = cidrsubnet(var.data_subnet_cidr, 8, index)
+    }
+  }
 }
 
 resource "yandex_vpc_network" "main" {
@@ -29,19 +38,21 @@ resource "yandex_vpc_route_table" "nat" {
 }
 
 resource "yandex_vpc_subnet" "k8s" {
-  name           = "${var.name_prefix}-k8s"
-  zone           = var.zone
+  for_each       = local.zone_subnets
+  name           = "${var.name_prefix}-k8s-${each.key}"
+  zone           = each.key
   network_id     = yandex_vpc_network.main.id
-  v4_cidr_blocks = [var.k8s_subnet_cidr]
+  v4_cidr_blocks = [each.value.k8s]
   route_table_id = yandex_vpc_route_table.nat.id
   labels         = local.labels
 }
 
 resource "yandex_vpc_subnet" "data" {
-  name           = "${var.name_prefix}-data"
-  zone           = var.zone
+  for_each       = local.zone_subnets
+  name           = "${var.name_prefix}-data-${each.key}"
+  zone           = each.key
   network_id     = yandex_vpc_network.main.id
-  v4_cidr_blocks = [var.data_subnet_cidr]
+  v4_cidr_blocks = [each.value.data]
   labels         = local.labels
 }
 

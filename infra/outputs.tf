@@ -34,12 +34,12 @@ output "s3_endpoint_url" {
 }
 
 output "models_bucket" {
-  description = "Bucket of MLflow artifacts and Dagster compute logs."
+  description = "Bucket of MLflow artifacts."
   value       = yandex_storage_bucket.models.bucket
 }
 
 output "data_bucket" {
-  description = "Bucket of raw images (FISH_RAW_URI=s3://<bucket>/raw)."
+  description = "Bucket of raw images (FISH_RAW_URI=s3://<bucket>/raw), platform state (FISH_DATA_URI=s3://<bucket>/platform) and Dagster step logs."
   value       = yandex_storage_bucket.data.bucket
 }
 
@@ -48,8 +48,8 @@ output "data_bucket" {
 output "mlflow_backend_store_uri" {
   description = "MLflow --backend-store-uri (Secret mlflow-db)."
   # postgresql+psycopg2: SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the image has psycopg2.
-  value       = "postgresql+psycopg2://${yandex_mdb_postgresql_user.mlflow.name}:${urlencode(var.pg_mlflow_password)}@c-${yandex_mdb_postgresql_cluster.main.id}.rw.mdb.yandexcloud.net:6432/${yandex_mdb_postgresql_database.mlflow.name}?sslmode=require"
-  sensitive   = true
+  value     = "postgresql+psycopg2://${yandex_mdb_postgresql_user.mlflow.name}:${urlencode(var.pg_mlflow_password)}@c-${yandex_mdb_postgresql_cluster.main.id}.rw.mdb.yandexcloud.net:6432/${yandex_mdb_postgresql_database.mlflow.name}?sslmode=require"
+  sensitive = true
 }
 
 output "dagster_postgresql_password" {
@@ -64,14 +64,38 @@ output "redis_url" {
   sensitive   = true
 }
 
-output "s3_access_key_id" {
-  description = "Static access key of the workloads service account (Secret fish-s3)."
-  value       = yandex_iam_service_account_static_access_key.workloads.access_key
+output "dagster_s3_access_key_id" {
+  description = "Static access key of the dagster service account: data and models buckets (Secret fish-s3)."
+  value       = yandex_iam_service_account_static_access_key.storage["dagster"].access_key
   sensitive   = true
 }
 
-output "s3_secret_access_key" {
+output "dagster_s3_secret_access_key" {
   description = "Secret part of that key (Secret fish-s3)."
-  value       = yandex_iam_service_account_static_access_key.workloads.secret_key
+  value       = yandex_iam_service_account_static_access_key.storage["dagster"].secret_key
+  sensitive   = true
+}
+
+output "mlflow_s3_access_key_id" {
+  description = "Static access key of the mlflow service account: the models bucket (Secret fish-s3-mlflow)."
+  value       = yandex_iam_service_account_static_access_key.storage["mlflow"].access_key
+  sensitive   = true
+}
+
+output "mlflow_s3_secret_access_key" {
+  description = "Secret part of that key (Secret fish-s3-mlflow)."
+  value       = yandex_iam_service_account_static_access_key.storage["mlflow"].secret_key
+  sensitive   = true
+}
+
+output "serving_s3_access_key_id" {
+  description = "Static access key of the serving service account: read-only on the models bucket (not mounted today)."
+  value       = yandex_iam_service_account_static_access_key.storage["serving"].access_key
+  sensitive   = true
+}
+
+output "serving_s3_secret_access_key" {
+  description = "Secret part of that key."
+  value       = yandex_iam_service_account_static_access_key.storage["serving"].secret_key
   sensitive   = true
 }

@@ -3,10 +3,27 @@ locals {
   data_bucket   = var.data_bucket_name != "" ? var.data_bucket_name : "${var.name_prefix}-data-${var.folder_id}"
 }
 
-# MLflow artifacts (models) and Dagster compute logs.
+# MLflow artifacts (models). Access by bucket ACL, one grant per workload identity (iam.tf):
+# WRITE lets it put and delete objects, not delete the bucket or change its settings.
 resource "yandex_storage_bucket" "models" {
   bucket    = local.models_bucket
   folder_id = var.folder_id
+
+  grant {
+    id          = yandex_iam_service_account.mlflow.id
+    type        = "CanonicalUser"
+    permissions = ["READ", "WRITE"]
+  }
+  grant {
+    id          = yandex_iam_service_account.dagster.id
+    type        = "CanonicalUser"
+    permissions = ["READ", "WRITE"]
+  }
+  grant {
+    id          = yandex_iam_service_account.serving.id
+    type        = "CanonicalUser"
+    permissions = ["READ"]
+  }
 
   anonymous_access_flags {
     read        = false
@@ -37,13 +54,20 @@ resource "yandex_storage_bucket" "models" {
 
   tags = local.labels
 
-  depends_on = [yandex_resourcemanager_folder_iam_member.roles]
+  depends_on = [yandex_kms_symmetric_key_iam_binding.storage_accounts]
 }
 
-# Raw fish photos (FISH_RAW_URI=s3://<bucket>/raw) watched by the Dagster sensor.
+# Raw fish photos (FISH_RAW_URI=s3://<bucket>/raw) watched by the Dagster sensor, the durable
+# platform state (FISH_DATA_URI=s3://<bucket>/platform) and the Dagster step logs.
 resource "yandex_storage_bucket" "data" {
   bucket    = local.data_bucket
   folder_id = var.folder_id
+
+  grant {
+    id          = yandex_iam_service_account.dagster.id
+    type        = "CanonicalUser"
+    permissions = ["READ", "WRITE"]
+  }
 
   anonymous_access_flags {
     read        = false
@@ -66,7 +90,7 @@ resource "yandex_storage_bucket" "data" {
 
   tags = local.labels
 
-  depends_on = [yandex_resourcemanager_folder_iam_member.roles]
+  depends_on = [yandex_kms_symmetric_key_iam_binding.storage_accounts]
 }
 
 resource "yandex_container_registry" "main" {

@@ -9,9 +9,26 @@ variable "folder_id" {
 }
 
 variable "zone" {
-  description = "Availability zone of the Kubernetes master, nodes and databases."
+  description = "Availability zone of the Kubernetes master, nodes and databases when multi_zone is false (and the first zone when it is true)."
   type        = string
   default     = "ru-central1-a"
+}
+
+variable "multi_zone" {
+  description = "Spread over var.zones: a regional (highly available) Kubernetes master, one autoscaling node group per zone, subnets and database hosts in every zone. Off: everything in var.zone."
+  type        = bool
+  default     = false
+}
+
+variable "zones" {
+  description = "Zones used when multi_zone is true (Yandex Cloud region ru-central1)."
+  type        = list(string)
+  default     = ["ru-central1-a", "ru-central1-b", "ru-central1-d"]
+
+  validation {
+    condition     = length(var.zones) == 3 && alltrue([for z in var.zones : startswith(z, "ru-central1-")])
+    error_message = "A regional master needs three zones of ru-central1."
+  }
 }
 
 variable "name_prefix" {
@@ -23,19 +40,24 @@ variable "name_prefix" {
 # --- network ----------------------------------------------------------------------------------
 
 variable "k8s_subnet_cidr" {
-  description = "Subnet of the Kubernetes master and nodes."
+  description = "Range of the Kubernetes master and node subnets, one /24 per zone carved from it. The yandex overlay's kubernetes-api-egress NetworkPolicy allows exactly this range (k8s/overlays/yandex/managed-data-egress.yaml)."
   type        = string
-  default     = "10.10.0.0/24"
+  default     = "10.10.0.0/16"
+
+  validation {
+    condition     = var.k8s_subnet_cidr == "10.10.0.0/16"
+    error_message = "k8s_subnet_cidr is also written in k8s/overlays/yandex/managed-data-egress.yaml; change both together."
+  }
 }
 
 variable "data_subnet_cidr" {
-  description = "Subnet of Managed PostgreSQL and Managed Redis. Must stay inside 10.20.0.0/16, the range k8s/overlays/yandex/managed-data-egress.yaml fences off."
+  description = "Range of the Managed PostgreSQL and Managed Redis subnets, one /24 per zone carved from it. Must stay 10.20.0.0/16, the range k8s/overlays/yandex/managed-data-egress.yaml fences off."
   type        = string
-  default     = "10.20.0.0/24"
+  default     = "10.20.0.0/16"
 
   validation {
-    condition     = cidrsubnet(var.data_subnet_cidr, 0, 0) == var.data_subnet_cidr && startswith(var.data_subnet_cidr, "10.20.")
-    error_message = "data_subnet_cidr must be a CIDR inside 10.20.0.0/16 (see k8s/overlays/yandex/managed-data-egress.yaml)."
+    condition     = var.data_subnet_cidr == "10.20.0.0/16"
+    error_message = "data_subnet_cidr must be 10.20.0.0/16 (see k8s/overlays/yandex/managed-data-egress.yaml)."
   }
 }
 
@@ -89,21 +111,64 @@ variable "node_disk_gb" {
 }
 
 variable "node_min" {
-  description = "Node group autoscaling: fewest nodes."
+  description = "Node group autoscaling: fewest nodes (per zone when multi_zone is true)."
   type        = number
   default     = 1
 }
 
 variable "node_max" {
-  description = "Node group autoscaling: most nodes (serving HPA max 10 pods, plus training runs)."
+  description = "Node group autoscaling: most nodes, per zone when multi_zone is true (serving HPA max 10 pods, plus training runs)."
   type        = number
   default     = 5
 }
 
 variable "node_initial" {
-  description = "Node group autoscaling: nodes at creation."
+  description = "Node group autoscaling: nodes at creation (per zone when multi_zone is true)."
   type        = number
   default     = 2
+}
+
+# --- GPU node group (training) --------------------------------------------------------------------
+
+variable "gpu_node_max" {
+  description = "Most nodes of the GPU node group; 0 (the default) creates no GPU node group. The group scales from 0: a run pod that requests nvidia.com/gpu and tolerates the taint (docs/deployment.md, GPU training) starts a node."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.gpu_node_max >= 0 && var.gpu_node_max <= 8
+    error_message = "gpu_node_max must be between 0 and 8."
+  }
+}
+
+variable "gpu_zone" {
+  description = "Zone of the GPU node group (GPU platforms exist in some zones only)."
+  type        = string
+  default     = "ru-central1-a"
+}
+
+variable "gpu_platform_id" {
+  description = "Compute platform with GPUs (gpu-standard-v3: NVIDIA Ampere A100)."
+  type        = string
+  default     = "gpu-standard-v3"
+}
+
+variable "gpu_node_cores" {
+  description = "vCPUs per GPU node (gpu-standard-v3 with one GPU: 28)."
+  type        = number
+  default     = 28
+}
+
+variable "gpu_node_memory_gb" {
+  description = "Memory per GPU node, GiB (gpu-standard-v3 with one GPU: 119)."
+  type        = number
+  default     = 119
+}
+
+variable "gpu_node_gpus" {
+  description = "GPUs per GPU node."
+  type        = number
+  default     = 1
 }
 
 # --- databases ---------------------------------------------------------------------------------

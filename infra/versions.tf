@@ -8,19 +8,12 @@ terraform {
     }
   }
 
-  # Keep state out of git and off laptops: an Object Storage bucket (created once by hand,
-  # docs/deployment.md) through the S3 backend. Left commented so `terraform init` works
-  # without it for a first look:
-  # backend "s3" {
-  #   endpoints = { s3 = "https://storage.yandexcloud.net" }
-  #   bucket    = "<your-state-bucket>"
-  #   key       = "fish-platform/terraform.tfstate"
-  #   region    = "ru-central1"
-  #   skip_region_validation      = true
-  #   skip_credentials_validation = true
-  #   skip_requesting_account_id  = true
-  #   skip_s3_checksum            = true
-  # }
+  # Remote state in an Object Storage bucket through the S3 backend, configured at init time
+  # (a partial backend configuration): copy backend.hcl.example to backend.hcl, fill in the
+  # state bucket and run `terraform init -backend-config=backend.hcl` (docs/deployment.md).
+  # For a first look with local state instead: cp local-state_override.tf.example
+  # local-state_override.tf (git ignores *_override.tf), then `terraform init`.
+  backend "s3" {}
 }
 
 # Authentication from the environment (YC_TOKEN, or YC_SERVICE_ACCOUNT_KEY_FILE), never from files here.

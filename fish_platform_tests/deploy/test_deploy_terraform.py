@@ -156,3 +156,105 @@ def test_checkov_finds_nothing_unexplained():
     )
     for check in skipped:
         assert (check.get("suppress_comment") or "").strip(), f"{check['check_id']} skipped without a reason"
+
+
+def test_gpu_node_group_is_off_by_default_tainted_and_scales_from_zero():
+    group = tf_blocks("resource")["yandex_kubernetes_node_group.gpu"]
+    assert hcl_value(group["count"]) == "${var.gpu_node_max > 0 ? 1 : 0}"
+    assert hcl_value(tf_blocks("variable")["gpu_node_max"]["default"]) == 0
+    assert hcl_value(group["node_taints"]) == "nvidia.com/gpu=true:NoSchedule"
+    assert hcl_value(group["node_labels"]) == {"fish-platform.io/node-pool": "gpu"}
+    auto = hcl_value(hcl_value(group["scale_policy"])["auto_scale"])
+    assert hcl_value(auto["min"]) == 0 and hcl_value(auto["initial"]) == 0
+    template = hcl_value(group["instance_template"])
+    assert hcl_value(hcl_value(template["resources"])["gpus"]) == "${var.gpu_node_gpus}"
+    assert hcl_value(hcl_value(template["gpu_settings"])["gpu_environment"]) == "runc_drivers_cuda"
+    # The training pods' toleration and node selector (docs/deployment.md) match the taint and label.
+    docs = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    assert '"key": "nvidia.com/gpu"' in docs and '"fish-platform.io/node-pool": "gpu"' in docs
+
+
+def test_multi_zone_gives_a_regional_master_and_a_node_group_per_zone():
+    variables = tf_blocks("variable")
+    assert hcl_value(variables["multi_zone"]["default"]) is False
+    zones = hcl_value(variables["zones"]["default"])
+    assert len(zones) == 3 and len(set(zones)) == 3
+    resources = tf_blocks("resource")
+    master = hcl_value(resources["yandex_kubernetes_cluster.main"]["master"])
+    dynamic = {name: body for block in master["dynamic"] for name, body in block.items()}
+    assert hcl_value(dynamic["zonal"]["for_each"]) == "${var.multi_zone ? [] : ['${var.zone}']}"
+    assert hcl_value(dynamic["regional"]["for_each"]) == "${var.multi_zone ? ['ru-central1'] : []}"
+    regional = hcl_value(dynamic["regional"]["content"])
+    location = hcl_value(regional["dynamic"])["location"]
+    assert hcl_value(location["for_each"]) == "${local.zones}"
+    # Autoscaled node groups are zonal in Yandex Cloud: one per zone.
+    for name in ("yandex_kubernetes_node_group.main", "yandex_vpc_subnet.k8s", "yandex_vpc_subnet.data"):
+        assert hcl_value(resources[name]["for_each"]) == "${local.zone_subnets}", name
+    group = resources["yandex_kubernetes_node_group.main"]
+    location = hcl_value(hcl_value(group["allocation_policy"])["location"])
+    assert hcl_value(location["zone"]) == "${each.key}"
+    # The zones' subnets are carved from the ranges the yandex NetworkPolicies allow.
+    network = (INFRA / "network.tf").read_text()
+    assert "cidrsubnet(var.k8s_subnet_cidr, 8, index)" in network
+    assert "cidrsubnet(var.data_subnet_cidr, 8, index)" in network
+
+
+def _grants(bucket: dict) -> dict[str, set[str]]:
+    grants = bucket.get("grant", [])
+    return {
+        re.search(r"service_account\.(\w+)\.id", hcl_value(g["id"])).group(1): set(
+            hcl_value(g["permissions"])
+        )
+        if isinstance(hcl_value(g["permissions"]), list)
+        else {hcl_value(g["permissions"])}
+        for g in grants
+    }
+
+
+def test_each_workload_has_its_own_storage_key_with_bucket_grants_only():
+    resources = tf_blocks("resource")
+    models = _grants(resources["yandex_storage_bucket.models"])
+    data = _grants(resources["yandex_storage_bucket.data"])
+    assert models == {"mlflow": {"READ", "WRITE"}, "dagster": {"READ", "WRITE"}, "serving": {"READ"}}
+    assert data == {"dagster": {"READ", "WRITE"}}
+    # No folder-wide storage role for any workload: only Terraform's identity can delete buckets.
+    iam = (INFRA / "iam.tf").read_text()
+    assert not re.search(r'role\s*=\s*"storage\.', iam), "a folder-wide storage role"
+    assert "FULL_CONTROL" not in (INFRA / "storage.tf").read_text()
+    keys = resources["yandex_iam_service_account_static_access_key.storage"]
+    assert hcl_value(keys["for_each"]) == "${local.storage_accounts}"
+    accounts = set(re.findall(r"^\s+(\w+)\s+= yandex_iam_service_account\.(\w+)\.id", iam, re.MULTILINE))
+    assert {("dagster", "dagster"), ("mlflow", "mlflow"), ("serving", "serving")} <= accounts
+    assert "yandex_iam_service_account.workloads" not in resources  # the shared key is gone
+
+
+def test_deploy_script_reads_only_outputs_that_exist():
+    deploy = (REPO_ROOT / "k8s" / "deploy.sh").read_text()
+    used = set(re.findall(r"tf_output (\w+)", deploy))
+    outputs = set(tf_blocks("output"))
+    assert used and used <= outputs, f"deploy.sh reads missing outputs {sorted(used - outputs)}"
+
+
+def test_remote_state_backend_is_configured_at_init():
+    (terraform,) = load_tf(INFRA / "versions.tf")["terraform"]
+    backend = hcl_value(terraform["backend"])
+    assert set(backend) == {"s3"} and not hcl_value(backend["s3"]), (
+        "partial: the settings come from -backend-config"
+    )
+    example = load_tf(INFRA / "backend.hcl.example")
+    assert {"bucket", "key", "region", "endpoints"} <= set(example)
+    assert "storage.yandexcloud.net" in str(example["endpoints"])
+    override = (INFRA / "local-state_override.tf.example").read_text()
+    assert 'backend "local"' in override
+    ignored = (INFRA / ".gitignore").read_text().split()
+    assert "backend.hcl" in ignored and "*_override.tf" in ignored
+
+
+def test_terraform_fmt_when_terraform_is_installed():
+    binary = shutil.which("terraform")
+    if binary is None:
+        pytest.skip("terraform not installed")
+    result = subprocess.run(
+        [binary, "fmt", "-check", "-recursive", str(INFRA)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
