@@ -63,9 +63,9 @@ def in_memory(dataset_dir: Path, image_size: int):
     import numpy as np
 
     from fish_platform.imaging import to_model_input
-    from fish_platform.ml.input import iter_rows, split_files
+    from fish_platform.ml.input import iter_rows
 
-    rows = list(iter_rows(split_files(dataset_dir, "train"), ["image", "label"]))
+    rows = list(iter_rows(dataset_dir, "train", ["image", "label"]))
     x = np.stack([to_model_input(r["image"], image_size) for r in rows]).astype("float32")
     y = np.array([r["label"] for r in rows], dtype="int32")
     return x, y

@@ -64,10 +64,16 @@ def cmd_download_kaggle(args: argparse.Namespace) -> int:
 
 
 def _registry_client():
-    from fish_platform.resources import default_mlflow_resource
+    from mlflow import MlflowClient
 
-    resource = default_mlflow_resource()
-    return resource.client(), resource.model_name
+    from fish_platform.settings import load_settings
+
+    settings = load_settings()
+    client = MlflowClient(
+        tracking_uri=settings.mlflow_tracking_uri,
+        registry_uri=settings.mlflow_registry_uri or settings.mlflow_tracking_uri,
+    )
+    return client, settings.model_name
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -100,7 +106,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         print(f"java: MISSING - {exc}")
         ok = False
     settings = load_settings()
-    print(f"profile: {settings.profile}; data dir: {settings.data_dir}; raw images: {settings.raw_uri}")
+    print(
+        f"profile: {settings.profile}; durable data: {settings.data_uri}; scratch: {settings.data_dir}; "
+        f"raw images: {settings.raw_uri}; spark: {settings.spark_master}"
+    )
+    if settings.durable_on_s3 and settings.mlflow_tracking_uri.startswith("sqlite:"):
+        print("mlflow: WARNING - FISH_DATA_URI is on S3 but MLflow's store is a local SQLite file: "
+              "set MLFLOW_TRACKING_URI to PostgreSQL or a tracking server")
+        ok = False
     print(
         f"mlflow: {settings.mlflow_tracking_uri}; "
         f"redis: {settings.redis_url or 'in-process LRU (REDIS_URL unset)'}"

@@ -4,38 +4,35 @@ Values come from the environment through ``dg.EnvVar`` (read at launch, hidden i
 or from :mod:`fish_platform.settings`; changing from laptop to cloud is configuration only.
 """
 
-from pathlib import Path
+import os
 
 import dagster as dg
 from pydantic import PrivateAttr
 
-from fish_platform.settings import PROFILE_DEFAULTS, ProfileDefaults, load_settings
+from fish_platform.data.layout import PlatformLayout
+from fish_platform.settings import PROFILE_DEFAULTS, ProfileDefaults, Settings, load_settings
 
 
 class PlatformResource(dg.ConfigurableResource):
-    """Where the platform writes on one machine, and which profile it runs."""
+    """Where durable platform state lives (``FISH_DATA_URI``), and which profile the platform runs.
 
-    data_dir: str
+    ``data_uri`` is a folder on one machine or ``s3://bucket/prefix`` on a cluster; every run reads
+    and writes state there, never on its own disk, so run pods need share nothing else.
+    """
+
+    data_uri: str
+    s3_endpoint_url: str | None = None
     profile: str = "demo"
     min_images_per_species: int = 0  # 0: the profile's default
-
-    @property
-    def root(self) -> Path:
-        path = Path(self.data_dir).expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+    dataset_retention: int = 3
 
     @property
     def defaults(self) -> ProfileDefaults:
         return PROFILE_DEFAULTS[self.profile]
 
     @property
-    def dataset_dir(self) -> Path:
-        return self.root / "dataset"
-
-    @property
-    def manifest_dir(self) -> Path:
-        return self.root / "manifests"
+    def layout(self) -> PlatformLayout:
+        return PlatformLayout(self.data_uri, self.s3_endpoint_url)
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -80,18 +77,44 @@ class MlflowResource(dg.ConfigurableResource):
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=registry_uri)
 
 
-def default_mlflow_resource() -> MlflowResource:
-    settings = load_settings()
-    artifact_location = None
-    if settings.mlflow_tracking_uri.startswith("sqlite:") or settings.mlflow_tracking_uri.startswith("file:"):
-        artifact_location = (settings.mlflow_dir / "artifacts").as_uri()
+def artifact_location_for(settings: Settings) -> str | None:
+    """Where MLflow puts artifacts when it runs without a tracking server: under ``FISH_DATA_URI``.
+
+    With an HTTP tracking server the server decides (its ``--artifacts-destination``).
+    """
+    if settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    location = PlatformLayout(settings.data_uri).mlflow_artifacts_uri
+    return location if location.startswith("s3://") else f"file://{location}"
+
+
+def _setting(variable: str, default):
+    """``dg.EnvVar`` for a variable that is set (read at launch, hidden in the UI), else the default."""
+    return dg.EnvVar(variable) if os.environ.get(variable) else default
+
+
+def default_mlflow_resource(settings: Settings | None = None) -> MlflowResource:
+    settings = settings or load_settings()
     return MlflowResource(
-        tracking_uri=settings.mlflow_tracking_uri,
-        registry_uri=settings.mlflow_registry_uri,
+        tracking_uri=_setting("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
+        registry_uri=_setting("MLFLOW_REGISTRY_URI", settings.mlflow_registry_uri),
         experiment_name=settings.mlflow_experiment,
         model_name=settings.model_name,
-        artifact_location=artifact_location,
+        artifact_location=artifact_location_for(settings),
     )
+
+
+def io_manager_for(data_uri: str, s3_endpoint_url: str | None):
+    """Dagster asset outputs under ``FISH_DATA_URI/dagster-io``: S3 in production, a folder locally."""
+    location = PlatformLayout(data_uri).dagster_io_uri
+    if location.startswith("s3://"):
+        from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+        bucket, _, prefix = location.removeprefix("s3://").partition("/")
+        return S3PickleIOManager(
+            s3_resource=S3Resource(endpoint_url=s3_endpoint_url), s3_bucket=bucket, s3_prefix=prefix
+        )
+    return dg.FilesystemIOManager(base_dir=location)
 
 
 class ImageStoreResource(dg.ConfigurableResource):
@@ -113,7 +136,34 @@ class SparkResource(dg.ConfigurableResource):
     app_name: str = "fish-platform"
     conf: dict[str, str] = {}
 
-    def session(self):
+    def session(self, run_id: str | None = None):
+        """The session, with the settings that depend on the master (executor env, pod names)."""
         from fish_platform.data.spark import build_spark_session
 
-        return build_spark_session(self.master, self.app_name, self.conf)
+        placement = load_settings().spark_conf(self.master, run_id)
+        return build_spark_session(self.master, self.app_name, {**placement, **self.conf})
+
+
+def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource | object]:
+    """Every resource from the settings; set variables go in as ``dg.EnvVar``."""
+    from fish_platform.sensors import RawSensorResource
+
+    settings = settings or load_settings()
+    return {
+        "platform": PlatformResource(
+            data_uri=_setting("FISH_DATA_URI", settings.data_uri),
+            s3_endpoint_url=_setting("FISH_S3_ENDPOINT_URL", settings.s3_endpoint_url),
+            profile=settings.profile,
+            dataset_retention=settings.dataset_retention,
+        ),
+        "image_store": ImageStoreResource(
+            raw_uri=_setting("FISH_RAW_URI", settings.raw_uri),
+            s3_endpoint_url=_setting("FISH_S3_ENDPOINT_URL", settings.s3_endpoint_url),
+        ),
+        "spark": SparkResource(master=_setting("FISH_SPARK_MASTER", settings.spark_master)),
+        "mlflow": default_mlflow_resource(settings),
+        "raw_sensor": RawSensorResource(
+            min_batch=settings.sensor_min_batch, quiet_seconds=settings.sensor_quiet_seconds
+        ),
+        "io_manager": io_manager_for(settings.data_uri, settings.s3_endpoint_url),
+    }

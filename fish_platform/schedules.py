@@ -1,18 +1,24 @@
 """Periodic retraining (off by default: turn it on in the UI or with ``dagster schedule start``)."""
 
-import os
-
 import dagster as dg
 
-retrain_job = dg.define_asset_job(
-    "retrain",
-    selection=dg.AssetSelection.assets("fish_classifier").downstream(),
-    description="Retrain on the current dataset, evaluate, and promote only if the challenger wins.",
-)
+from fish_platform.jobs import RETRAIN_ASSETS, retrain_job
 
-periodic_retrain = dg.ScheduleDefinition(
-    name="periodic_retrain",
-    job=retrain_job,
-    cron_schedule=os.environ.get("FISH_RETRAIN_CRON", "0 3 * * 1"),
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-)
+
+def _only_ops(run_config: dict, names: tuple[str, ...]) -> dict:
+    """The run config without ``ops`` entries for assets outside the job (Dagster rejects them)."""
+    ops = {name: value for name, value in run_config.get("ops", {}).items() if name in names}
+    return {**run_config, "ops": ops} if "ops" in run_config else run_config
+
+
+def periodic_retrain_schedule(
+    cron_schedule: str = "0 3 * * 1", run_config: dict | None = None
+) -> dg.ScheduleDefinition:
+    """The retrain schedule at ``cron_schedule`` (FISH_RETRAIN_CRON) with ``run_config`` (FISH_RUN_CONFIG)."""
+    return dg.ScheduleDefinition(
+        name="periodic_retrain",
+        job=retrain_job,
+        cron_schedule=cron_schedule,
+        run_config=_only_ops(run_config or {}, RETRAIN_ASSETS),
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+    )

@@ -1,8 +1,10 @@
 """Sensor ``new_raw_images``: run the graph when new images land under the raw source.
 
-Images already in the latest manifest, or already requested by an earlier tick (kept in the
-cursor until a manifest includes them), are not new. The run key is a hash of the new files'
-keys, sizes and modification times, so the same files never trigger two runs.
+Images already in the manifest under ``FISH_DATA_URI`` are not new. The sensor requests nothing
+while a pipeline run is queued or in progress (that run will list the images itself, and a second
+run would only build on the same dataset version): so the cursor holds no pending list and stays a
+few bytes, however many images arrive. The run key is a hash of the new files' keys, sizes and
+modification times, so the same files never trigger two runs.
 """
 
 import hashlib
@@ -11,12 +13,11 @@ import time
 from collections.abc import Iterable
 
 import dagster as dg
-import pandas as pd
 
+from fish_platform.data.manifest import manifest_uris
 from fish_platform.data.store import RawImage
+from fish_platform.jobs import PIPELINE_JOB_NAME
 from fish_platform.resources import ImageStoreResource, PlatformResource
-
-PIPELINE_JOB_NAME = "fish_pipeline"
 
 
 class RawSensorResource(dg.ConfigurableResource):
@@ -26,11 +27,12 @@ class RawSensorResource(dg.ConfigurableResource):
     quiet_seconds: float = 30.0  # wait until no new file is younger than this (uploads settle)
 
 
-def _known_uris(platform: PlatformResource) -> set[str]:
-    path = platform.manifest_dir / "raw_manifest.parquet"
-    if not path.exists():
-        return set()
-    return set(pd.read_parquet(path, columns=["uri"])["uri"])
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 
 
 def run_key_for(images: Iterable[RawImage]) -> str:
@@ -41,52 +43,81 @@ def run_key_for(images: Iterable[RawImage]) -> str:
 
 
 def evaluate_new_images(
-    listing: list[RawImage], known: set[str], pending: set[str], rules: RawSensorResource, now: float
-) -> tuple[list[RawImage] | str, set[str]]:
-    """Decide on one tick: the new images to request, or a reason to skip; and the pending set."""
-    pending = pending - known
-    new = [image for image in listing if image.uri not in known and image.uri not in pending]
+    listing: list[RawImage], known: set[str], rules: RawSensorResource, now: float
+) -> list[RawImage] | str:
+    """Decide on one tick: the new images to request, or a reason to skip."""
+    new = [image for image in listing if image.uri not in known]
     if not new:
-        return "no new images", pending
+        return "no new images"
     youngest = max(image.modified for image in new)
     if now - youngest < rules.quiet_seconds:
-        return (
-            f"{len(new)} new image(s), waiting {rules.quiet_seconds:.0f}s of quiet for uploads to settle",
-            pending,
-        )
+        return f"{len(new)} new image(s), waiting {rules.quiet_seconds:.0f}s of quiet for uploads to settle"
     if len(new) < rules.min_batch:
-        return f"{len(new)} new image(s), waiting for a batch of {rules.min_batch}", pending
-    return new, pending | {image.uri for image in new}
+        return f"{len(new)} new image(s), waiting for a batch of {rules.min_batch}"
+    return new
 
 
-@dg.sensor(
-    job_name=PIPELINE_JOB_NAME,
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Runs the whole graph when new images arrive under FISH_RAW_URI.",
-)
-def new_raw_images(
+def new_raw_images_sensor(
+    minimum_interval_seconds: int = 60, run_config: dict | None = None
+) -> dg.SensorDefinition:
+    """The sensor, ticking at most every ``minimum_interval_seconds`` (FISH_SENSOR_INTERVAL_SECONDS).
+
+    ``run_config`` (FISH_RUN_CONFIG) goes with every run it requests.
+    """
+
+    @dg.sensor(
+        name="new_raw_images",
+        job_name=PIPELINE_JOB_NAME,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Runs the whole graph when new images arrive under FISH_RAW_URI.",
+    )
+    def new_raw_images(
+        context: dg.SensorEvaluationContext,
+        image_store: ImageStoreResource,
+        platform: PlatformResource,
+        raw_sensor: RawSensorResource,
+    ) -> dg.SensorResult | dg.SkipReason:
+        return tick(context, image_store, platform, raw_sensor, run_config or {})
+
+    return new_raw_images
+
+
+def tick(
     context: dg.SensorEvaluationContext,
     image_store: ImageStoreResource,
     platform: PlatformResource,
     raw_sensor: RawSensorResource,
+    run_config: dict | None = None,
 ) -> dg.SensorResult | dg.SkipReason:
-    state = json.loads(context.cursor) if context.cursor else {}
-    listing = list(image_store.store().list_images())
-    decision, pending = evaluate_new_images(
-        listing, _known_uris(platform), set(state.get("pending", [])), raw_sensor, time.time()
+    """One evaluation: skip while a pipeline run is active, else request a run for the new images."""
+    active = context.instance.get_run_records(
+        dg.RunsFilter(job_name=PIPELINE_JOB_NAME, statuses=ACTIVE_STATUSES), limit=1
     )
-    cursor = json.dumps({"pending": sorted(pending)})
+    if active:
+        return dg.SkipReason(
+            f"run {active[0].dagster_run.run_id} of {PIPELINE_JOB_NAME} is queued or running"
+        )
+    layout = platform.layout
+    listing = list(image_store.store().list_images())
+    decision = evaluate_new_images(
+        listing, manifest_uris(layout.storage, layout.manifest_uri), raw_sensor, time.time()
+    )
     if isinstance(decision, str):
-        context.update_cursor(cursor)
         return dg.SkipReason(decision)
+    run_key = run_key_for(decision)
+    cursor = json.dumps({"last_run_key": run_key, "last_new_images": len(decision)})
     species = sorted({image.species for image in decision})
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=run_key_for(decision),
+                run_key=run_key,
+                run_config=run_config or {},
                 tags={"fish/new_images": str(len(decision)), "fish/species": ",".join(species)[:200]},
             )
         ],
         cursor=cursor,
     )
+
+
+new_raw_images = new_raw_images_sensor()

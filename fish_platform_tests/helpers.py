@@ -48,15 +48,22 @@ COLORS = {
 
 
 def dagster_resources(raw_uri: str, data_dir: Path, **overrides) -> dict:
-    """The platform's resources pointed at test folders (embedded defaults otherwise)."""
+    """The platform's resources pointed at test folders (embedded defaults otherwise).
+
+    ``data_uri`` (default: ``data_dir``) is the durable root; ``s3_endpoint_url`` serves raw and data URIs.
+    """
     from fish_platform.resources import ImageStoreResource, MlflowResource, PlatformResource, SparkResource
     from fish_platform.sensors import RawSensorResource
 
+    endpoint = overrides.pop("s3_endpoint_url", None)
     resources = {
-        "platform": PlatformResource(data_dir=str(data_dir), profile="demo", min_images_per_species=3),
-        "image_store": ImageStoreResource(
-            raw_uri=raw_uri, s3_endpoint_url=overrides.pop("s3_endpoint_url", None)
+        "platform": PlatformResource(
+            data_uri=overrides.pop("data_uri", str(data_dir)),
+            s3_endpoint_url=endpoint,
+            profile="demo",
+            min_images_per_species=3,
         ),
+        "image_store": ImageStoreResource(raw_uri=raw_uri, s3_endpoint_url=endpoint),
         "spark": SparkResource(master="local[2]"),
         "mlflow": MlflowResource(
             tracking_uri=f"sqlite:///{data_dir / 'mlflow.db'}",

@@ -1,18 +1,19 @@
-"""Data assets: the raw-image manifest and the Spark-built dataset, with their checks.
+"""Data assets: the raw-image manifest and the Spark-built dataset version, with their checks.
 
-Thin adapters: the work happens in :mod:`fish_platform.data`.
+Thin adapters: the work happens in :mod:`fish_platform.data`. Both assets write durable state under
+``FISH_DATA_URI`` and sit in the ``fish_dataset_writer`` pool, so two runs never write the manifest,
+the processed cache or a dataset version at the same time (see docs/architecture.md).
 """
-
-import time
 
 import dagster as dg
 
-from fish_platform.data.dataset import DatasetConfig, build_dataset, read_ledger
+from fish_platform.data.dataset import DatasetConfig, FishDataset, build_dataset
 from fish_platform.data.manifest import build_manifest, read_manifest
 from fish_platform.data.splits import SPLITS
 from fish_platform.resources import ImageStoreResource, PlatformResource, SparkResource
 
 DATA_GROUP = "data"
+DATASET_WRITER_POOL = "fish_dataset_writer"
 
 
 def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
@@ -21,32 +22,35 @@ def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name=DATA_GROUP, kinds={"python", "s3"})
+@dg.asset(group_name=DATA_GROUP, kinds={"python", "s3"}, pool=DATASET_WRITER_POOL)
 def raw_fish_images(
     context: dg.AssetExecutionContext, image_store: ImageStoreResource, platform: PlatformResource
-) -> dg.Output[dict]:
-    """Manifest of every raw image under the source: uri, species, sha256, bytes, modified time."""
+) -> dg.MaterializeResult:
+    """Manifest of every raw image under the source: uri, species, sha256, bytes, modified time.
+
+    The manifest lives at ``FISH_DATA_URI/manifests/raw_manifest.parquet``; downstream assets and the
+    sensor read it from there.
+    """
     store = image_store.store()
-    path = platform.manifest_dir / "raw_manifest.parquet"
+    layout = platform.layout
 
     def progress(done: int) -> None:
         if done % 1000 == 0:
             context.log.info(f"listed and hashed {done} images")
 
-    summary = build_manifest(store, path, progress)
+    summary = build_manifest(store, layout.storage, layout.manifest_uri, progress)
     context.log.info(
         f"{summary.images} images of {len(summary.species_counts)} species under {store.uri} "
         f"({summary.rehashed} hashed, the rest reused from the previous manifest)"
     )
-    return dg.Output(
-        {"manifest_path": str(path), "source": store.uri, "images": summary.images},
+    return dg.MaterializeResult(
         metadata={
             "source": store.uri,
             "images": summary.images,
             "species": len(summary.species_counts),
             "total_mb": round(summary.total_bytes / 1e6, 2),
             "rehashed": summary.rehashed,
-            "manifest": dg.MetadataValue.path(str(path)),
+            "manifest": summary.uri,
             "images_per_species": dg.MetadataValue.md(
                 _markdown_table(["species", "images"], [[k, v] for k, v in summary.species_counts.items()])
             ),
@@ -63,55 +67,57 @@ class FishDatasetConfig(dg.Config):
     test_fraction: float = 0.1
 
 
-@dg.asset(group_name=DATA_GROUP, kinds={"spark", "parquet"})
+@dg.asset(group_name=DATA_GROUP, kinds={"spark", "parquet"}, deps=[raw_fish_images], pool=DATASET_WRITER_POOL)
 def fish_dataset(
     context: dg.AssetExecutionContext,
     config: FishDatasetConfig,
-    raw_fish_images: dict,
     spark: SparkResource,
     image_store: ImageStoreResource,
     platform: PlatformResource,
-) -> dg.Output[dict]:
-    """Decoded, validated, resized, deduplicated images split train/val/test, as Parquet."""
-    image_size = config.image_size or platform.defaults.image_size
+) -> dg.Output[FishDataset]:
+    """A new immutable dataset version: decoded, validated, resized, deduplicated, split, as Parquet.
+
+    Only images not processed by an earlier run are decoded; the version becomes current when it is
+    complete, and old versions beyond the retention setting are pruned.
+    """
+    layout = platform.layout
     dataset_config = DatasetConfig(
-        image_size=image_size,
+        image_size=config.image_size or platform.defaults.image_size,
         fractions={"train": config.train_fraction, "val": config.val_fraction, "test": config.test_fraction},
+        retention=platform.dataset_retention,
     )
-    start = time.perf_counter()
-    session = spark.session()
-    startup_s = time.perf_counter() - start
-    context.log.info(f"Spark session on {session.sparkContext.master} ready in {startup_s:.1f}s")
+    session = spark.session(context.run_id)
+    context.log.info(f"Spark session on {session.sparkContext.master}")
     result = build_dataset(
         session,
-        read_manifest(raw_fish_images["manifest_path"]),
-        raw_fish_images["source"],
-        platform.dataset_dir,
+        read_manifest(layout.storage, layout.manifest_uri),
+        image_store.raw_uri,
+        layout,
         dataset_config,
-        endpoint_url=image_store.s3_endpoint_url,
+        raw_endpoint=image_store.s3_endpoint_url,
+        run_id=context.run_id,
         log=context.log.info,
     )
     rows = [[species] + [result.split_counts[s][species] for s in SPLITS] for species in result.labels]
     quarantine_rows = [[q["uri"], q["reason"], q["detail"] or ""] for q in result.quarantined]
     duplicate_rows = [[d["uri"], d["duplicate_of"]] for d in result.duplicates]
     return dg.Output(
-        {
-            "dataset_dir": str(result.output_dir),
-            "labels": result.labels,
-            "image_size": image_size,
-            "split_counts": result.split_counts,
-        },
+        result,
         metadata={
+            "version": result.version.version_id,
+            "version_uri": result.version.uri,
+            "base_version": result.base_version or "none",
             "rows": result.rows,
             "species": len(result.labels),
-            "image_size": image_size,
-            **{f"{s}_rows": sum(result.split_counts[s].values()) for s in SPLITS},
+            "image_size": result.image_size,
+            **{f"{s}_rows": result.split_rows(s) for s in SPLITS},
+            "decoded": result.decoded,
+            "reused_from_earlier_runs": result.reused,
             "quarantined": len(result.quarantined),
             "duplicates_dropped": len(result.duplicates),
+            "pruned_versions": len(result.pruned),
             "duration_s": round(result.duration_s, 2),
-            "spark_startup_s": round(startup_s, 2),
             "spark_master": session.sparkContext.master,
-            "path": dg.MetadataValue.path(str(result.images_dir)),
             "rows_per_split": dg.MetadataValue.md(_markdown_table(["species", *SPLITS], rows)),
             "quarantined_files": dg.MetadataValue.md(
                 _markdown_table(["file", "reason", "detail"], quarantine_rows) if quarantine_rows else "none"
@@ -124,13 +130,11 @@ def fish_dataset(
 
 
 @dg.asset_check(asset=fish_dataset, blocking=True, description="No image (by sha256) appears in two splits.")
-def no_image_in_two_splits(platform: PlatformResource) -> dg.AssetCheckResult:
-    import pandas as pd
-
-    frame = pd.read_parquet(platform.dataset_dir / "images", columns=["sha256", "split"])
+def no_image_in_two_splits(fish_dataset: FishDataset) -> dg.AssetCheckResult:
+    frame = fish_dataset.version.read_all(["sha256", "split"])
     per_hash = frame.groupby("sha256")["split"].nunique()
     leaks = per_hash[per_hash > 1]
-    ledger_frame = read_ledger(platform.dataset_dir)
+    ledger_frame = fish_dataset.version.read_ledger()
     ledger = dict(zip(ledger_frame["sha256"], ledger_frame["split"], strict=True))
     pairs = zip(frame["sha256"], frame["split"], strict=True)
     moved = sum(1 for sha, split in pairs if ledger.get(sha) != split)
@@ -141,10 +145,10 @@ def no_image_in_two_splits(platform: PlatformResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=fish_dataset, blocking=True, description="Every species has images in every split.")
-def every_species_in_every_split(fish_dataset: dict) -> dg.AssetCheckResult:
+def every_species_in_every_split(fish_dataset: FishDataset) -> dg.AssetCheckResult:
     missing = [
         f"{species} missing from {split}"
-        for split, counts in fish_dataset["split_counts"].items()
+        for split, counts in fish_dataset.split_counts.items()
         for species, count in counts.items()
         if count == 0
     ]
@@ -152,11 +156,11 @@ def every_species_in_every_split(fish_dataset: dict) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=fish_dataset, blocking=True, description="Enough images per species.")
-def minimum_images_per_species(fish_dataset: dict, platform: PlatformResource) -> dg.AssetCheckResult:
+def minimum_images_per_species(fish_dataset: FishDataset, platform: PlatformResource) -> dg.AssetCheckResult:
     minimum = platform.min_images_per_species or platform.defaults.min_images_per_species
     totals = {
-        species: sum(counts[species] for counts in fish_dataset["split_counts"].values())
-        for species in fish_dataset["labels"]
+        species: sum(counts[species] for counts in fish_dataset.split_counts.values())
+        for species in fish_dataset.labels
     }
     short = {species: n for species, n in totals.items() if n < minimum}
     return dg.AssetCheckResult(

@@ -11,14 +11,15 @@ from typing import Any
 
 import dagster as dg
 
+from fish_platform.data.dataset import FishDataset
 from fish_platform.ml.config import TrainConfig
 from fish_platform.ml.plots import markdown_image
 from fish_platform.ml.train import EpochRecord
 from fish_platform.resources import MlflowResource, PlatformResource
 
 MODEL_GROUP = "model"
-# A model below this share of the way from chance to perfect has not learned (see GUIDE.md:
-# from-scratch training can look trained while predicting one class).
+# A model below this share of the way from chance to perfect has not learned (from-scratch training
+# can look trained while predicting one class: see docs/training.md).
 MIN_SKILL = 0.25
 
 
@@ -80,7 +81,7 @@ def _link_metadata(tracking_uri: str, experiment_id: str, run_id: str) -> dict[s
 def fish_classifier(
     context: dg.AssetExecutionContext,
     config: FishClassifierConfig,
-    fish_dataset: dict,
+    fish_dataset: FishDataset,
     platform: PlatformResource,
     mlflow: MlflowResource,
 ) -> dg.Output[dict]:
@@ -88,7 +89,7 @@ def fish_classifier(
     from fish_platform.ml.tracking import train_and_log
 
     mlflow.setup()
-    train_config = config.to_train_config(platform.profile, int(fish_dataset["image_size"]))
+    train_config = config.to_train_config(platform.profile, fish_dataset.image_size)
     context.log.info(f"training with {train_config}")
 
     def on_epoch(record: EpochRecord) -> None:
@@ -97,13 +98,13 @@ def fish_classifier(
 
     run = train_and_log(
         train_config,
-        fish_dataset["dataset_dir"],
+        fish_dataset.version,
         run_name=f"dagster-{context.run_id[:8]}",
         tags={"dagster.run_id": context.run_id, "dagster.asset": "fish_classifier"},
         on_epoch=on_epoch,
     )
     return dg.Output(
-        {**run.summary(), "dataset_dir": fish_dataset["dataset_dir"]},
+        {**run.summary(), "dataset_version": fish_dataset.version.version_id},
         metadata={
             **_link_metadata(mlflow.tracking_uri, run.experiment_id, run.run_id),
             "model_uri": run.model_uri,
@@ -134,7 +135,7 @@ def model_evaluation(
     context: dg.AssetExecutionContext,
     config: ModelEvaluationConfig,
     fish_classifier: dict,
-    fish_dataset: dict,
+    fish_dataset: FishDataset,
     mlflow: MlflowResource,
 ) -> dg.Output[dict]:
     """The logged model scored on the test split: accuracy, macro-F1, top-3, per species, latency."""
@@ -144,7 +145,7 @@ def model_evaluation(
     evaluation, confusion_png = evaluate_and_log(
         fish_classifier["run_id"],
         fish_classifier["model_uri"],
-        fish_dataset["dataset_dir"],
+        fish_dataset.version,
         split=config.split,
         model_id=fish_classifier.get("model_id"),
         batch_size=config.batch_size,
@@ -217,7 +218,7 @@ def production_model(
     context: dg.AssetExecutionContext,
     config: ProductionModelConfig,
     model_evaluation: dict,
-    fish_dataset: dict,
+    fish_dataset: FishDataset,
     mlflow: MlflowResource,
 ) -> dg.Output[dict]:
     """Register the evaluated model; move the ``production`` alias to it only if it beats the champion."""
@@ -244,7 +245,7 @@ def production_model(
         version,
         challenger_f1=model_evaluation["macro_f1"],
         fingerprint=model_evaluation["fingerprint"],
-        evaluate_champion=champion_scorer(fish_dataset["dataset_dir"], model_evaluation["split"]),
+        evaluate_champion=champion_scorer(fish_dataset.version, model_evaluation["split"]),
         margin=config.margin,
     )
     champion = get_champion(client, name)

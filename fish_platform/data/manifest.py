@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
+from fish_platform.data.storage import Storage, read_parquet, write_parquet
 from fish_platform.data.store import ImageStore
 from fish_platform.imaging import sha256_hex
 
@@ -21,27 +21,28 @@ MANIFEST_COLUMNS = ["uri", "key", "species", "sha256", "bytes", "modified"]
 
 @dataclass(frozen=True)
 class ManifestSummary:
-    path: Path
+    uri: str
     images: int
     species_counts: dict[str, int]
     rehashed: int
     total_bytes: int
 
 
-def _previous_hashes(path: Path) -> dict[tuple[str, int, float], str]:
-    if not path.exists():
+def _previous_hashes(storage: Storage, uri: str) -> dict[tuple[str, int, float], str]:
+    if not storage.exists(uri):
         return {}
-    old = pd.read_parquet(path, columns=["uri", "bytes", "modified", "sha256"])
+    old = read_parquet(storage, uri, ["uri", "bytes", "modified", "sha256"])
     return {(r.uri, int(r.bytes), float(r.modified)): r.sha256 for r in old.itertuples(index=False)}
 
 
 def build_manifest(
     store: ImageStore,
-    path: Path,
+    storage: Storage,
+    uri: str,
     progress: Callable[[int], None] | None = None,
 ) -> ManifestSummary:
-    """List ``store``, hash new or changed files and write the manifest Parquet to ``path``."""
-    known = _previous_hashes(path)
+    """List ``store``, hash new or changed files and write the manifest Parquet to ``uri``."""
+    known = _previous_hashes(storage, uri)
     rows = []
     rehashed = 0
     for image in store.list_images():
@@ -55,12 +56,9 @@ def build_manifest(
     if not rows:
         raise ValueError(f"no images found under {store.uri}: expected one folder per species")
     frame = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
-    tmp.replace(path)
+    write_parquet(storage, uri, frame, row_group_size=65536)
     return ManifestSummary(
-        path=path,
+        uri=uri,
         images=len(frame),
         species_counts=dict(sorted(Counter(frame["species"]).items())),
         rehashed=rehashed,
@@ -68,5 +66,12 @@ def build_manifest(
     )
 
 
-def read_manifest(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path)
+def read_manifest(storage: Storage, uri: str) -> pd.DataFrame:
+    return read_parquet(storage, uri)
+
+
+def manifest_uris(storage: Storage, uri: str) -> set[str]:
+    """The image URIs already in the manifest (empty before the first run)."""
+    if not storage.exists(uri):
+        return set()
+    return set(read_parquet(storage, uri, ["uri"])["uri"])

@@ -89,14 +89,9 @@ class S3ImageStore:
     @property
     def client(self):
         if self._client is None:
-            import boto3
-            from botocore.config import Config
+            from fish_platform.data.storage import s3_client
 
-            self._client = boto3.client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10),
-            )
+            self._client = s3_client(self.endpoint_url)
         return self._client
 
     def list_images(self) -> Iterator[RawImage]:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fish_platform.ml.input import iter_rows, read_dataset_info, split_files, split_fingerprint
+from fish_platform.ml.input import DatasetLike, iter_rows, read_dataset_info, split_fingerprint
 from fish_platform.ml.packaging import FishClassifierModel
 
 TOP_K = 3
@@ -65,7 +64,7 @@ class Evaluation:
 
 
 def predict_split(
-    model: FishClassifierModel, dataset_dir: str | Path, split: str = "test", batch_size: int = 32
+    model: FishClassifierModel, dataset: DatasetLike, split: str = "test", batch_size: int = 32
 ) -> SplitPredictions:
     """Run ``model`` over a split, reading the Parquet files one record batch at a time."""
     sha256: list[str] = []
@@ -78,7 +77,7 @@ def predict_split(
             parts.append(model.predict_arrays(model.decode(pending)))
             pending.clear()
 
-    for row in iter_rows(split_files(dataset_dir, split), ["image", "species", "sha256"]):
+    for row in iter_rows(dataset, split, ["image", "species", "sha256"]):
         sha256.append(row["sha256"])
         species.append(row["species"])
         pending.append(row["image"])
@@ -167,19 +166,19 @@ def measure_latency(
 
 def evaluate_classifier(
     model: FishClassifierModel,
-    dataset_dir: str | Path,
+    dataset: DatasetLike,
     split: str = "test",
     *,
     batch_size: int = 32,
     latency_calls: int = 20,
     sample_predictions: int = 8,
 ) -> Evaluation:
-    """Score ``model`` on a split of the dataset at ``dataset_dir``."""
-    info = read_dataset_info(dataset_dir)
-    predictions = predict_split(model, dataset_dir, split, batch_size)
+    """Score ``model`` on a split of the dataset at ``dataset``."""
+    info = read_dataset_info(dataset)
+    predictions = predict_split(model, dataset, split, batch_size)
     ranked = predictions.top_k(TOP_K)
     summary, per_class, confusion = classification_report(predictions.true_species, ranked, info.labels)
-    rows = iter_rows(split_files(dataset_dir, split), ["image"])
+    rows = iter_rows(dataset, split, ["image"])
     sample_images = [row["image"] for _, row in zip(range(max(latency_calls, 1)), rows, strict=False)]
     latency = {}
     if latency_calls > 0 and sample_images:
@@ -195,7 +194,7 @@ def evaluate_classifier(
     ]
     return Evaluation(
         split=split,
-        fingerprint=split_fingerprint(dataset_dir, split),
+        fingerprint=split_fingerprint(dataset, split),
         labels=info.labels,
         n_images=len(ranked),
         per_class=per_class,
@@ -206,9 +205,9 @@ def evaluate_classifier(
     )
 
 
-def macro_f1_on_split(model: FishClassifierModel, dataset_dir: str | Path, split: str = "test") -> float:
+def macro_f1_on_split(model: FishClassifierModel, dataset: DatasetLike, split: str = "test") -> float:
     """Only the macro-F1 (what the registry compares), without latency measurements."""
-    info = read_dataset_info(dataset_dir)
-    predictions = predict_split(model, dataset_dir, split)
+    info = read_dataset_info(dataset)
+    predictions = predict_split(model, dataset, split)
     summary, _, _ = classification_report(predictions.true_species, predictions.top_k(TOP_K), info.labels)
     return summary["macro_f1"]

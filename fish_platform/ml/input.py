@@ -1,7 +1,8 @@
 """Streaming the Parquet dataset into ``tf.data`` without loading it into memory.
 
-The dataset job writes ``images/split=<name>/part-*.parquet`` with PNG bytes already resized to
-the dataset's ``image_size``. Files are read one record batch at a time with pyarrow; shuffling
+The dataset job writes a version (``images/split=<name>/part-*.parquet`` under ``FISH_DATA_URI``, local
+or S3; see :mod:`fish_platform.data.layout`) with PNG bytes already resized to the dataset's
+``image_size``. Files are read one record batch at a time with pyarrow; shuffling
 happens on the small encoded bytes (file order per epoch plus a bounded shuffle buffer), and PNG
 decoding and augmentation run in parallel ``tf.data`` maps ahead of the model (prefetch).
 """
@@ -9,23 +10,23 @@ decoding and augmentation run in parallel ``tf.data`` maps ahead of the model (p
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
-READ_BATCH_ROWS = 256
+from fish_platform.data.layout import DatasetVersion, as_version
+
+DatasetLike = DatasetVersion | str | Path  # a version handle, or a folder/URI holding one
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What ``labels.json`` says about a dataset."""
+    """What ``labels.json`` says about a dataset version."""
 
-    dataset_dir: Path
+    version: DatasetVersion
     labels: list[str]
     image_size: int
 
@@ -34,44 +35,36 @@ class DatasetInfo:
         return len(self.labels)
 
 
-def read_dataset_info(dataset_dir: str | Path) -> DatasetInfo:
+def read_dataset_info(dataset: DatasetLike) -> DatasetInfo:
     """Read ``labels.json``; the labels' order defines the model's output order."""
-    dataset_dir = Path(dataset_dir)
-    path = dataset_dir / "labels.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: build the dataset (fish_dataset) first")
-    content = json.loads(path.read_text())
-    return DatasetInfo(dataset_dir, list(content["labels"]), int(content["image_size"]))
+    version = as_version(dataset)
+    content = version.labels()  # DatasetNotFound names the missing file and what to run
+    return DatasetInfo(version, list(content["labels"]), int(content["image_size"]))
 
 
-def split_files(dataset_dir: str | Path, split: str) -> list[Path]:
-    """The Parquet files of one split, in a stable order."""
-    folder = Path(dataset_dir) / "images" / f"split={split}"
-    files = sorted(folder.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no Parquet files for split {split!r} under {folder}")
-    return files
-
-
-def count_rows(files: list[Path]) -> int:
-    """Row count from the Parquet footers (reads no data)."""
-    return sum(pq.ParquetFile(path).metadata.num_rows for path in files)
+def split_files(dataset: DatasetLike, split: str) -> list[str]:
+    """The Parquet shards of one split, in a stable order."""
+    return as_version(dataset).split_files(split)
 
 
 def iter_rows(
-    files: list[Path], columns: list[str], rng: np.random.Generator | None = None
+    dataset: DatasetLike, split: str, columns: list[str], rng: np.random.Generator | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Yield rows as dicts, one record batch in memory at a time; ``rng`` shuffles the file order."""
-    order = list(files) if rng is None else [files[i] for i in rng.permutation(len(files))]
-    for path in order:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS, columns=columns):
-            yield from batch.to_pylist()
+    """Rows of a split as dicts, one record batch in memory at a time; ``rng`` shuffles the file order."""
+    version = as_version(dataset)
+    return version.iter_rows(version.split_files(split), columns, rng)
 
 
-def label_counts(dataset_dir: str | Path, split: str, n_classes: int) -> np.ndarray:
+def count_rows(dataset: DatasetLike, split: str) -> int:
+    """Row count from the Parquet footers."""
+    version = as_version(dataset)
+    return version.count_rows(version.split_files(split))
+
+
+def label_counts(dataset: DatasetLike, split: str, n_classes: int) -> np.ndarray:
     """Images per label in a split (reads only the small ``label`` column)."""
     counts = np.zeros(n_classes, dtype=np.int64)
-    for row in iter_rows(split_files(dataset_dir, split), ["label"]):
+    for row in iter_rows(dataset, split, ["label"]):
         counts[row["label"]] += 1
     return counts
 
@@ -84,9 +77,9 @@ def class_weights(counts: np.ndarray) -> dict[int, float]:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
-def split_fingerprint(dataset_dir: str | Path, split: str) -> str:
+def split_fingerprint(dataset: DatasetLike, split: str) -> str:
     """sha256 over the sorted image hashes of a split: the identity of a test set."""
-    hashes = sorted(row["sha256"] for row in iter_rows(split_files(dataset_dir, split), ["sha256"]))
+    hashes = sorted(row["sha256"] for row in iter_rows(dataset, split, ["sha256"]))
     return hashlib.sha256("\n".join(hashes).encode()).hexdigest()
 
 
@@ -109,7 +102,7 @@ def augmentation(seed: int) -> Any:
 
 
 def make_dataset(
-    dataset_dir: str | Path,
+    dataset: DatasetLike,
     split: str,
     image_size: int,
     batch_size: int,
@@ -128,13 +121,14 @@ def make_dataset(
     """
     import tensorflow as tf
 
-    files = split_files(dataset_dir, split)
-    rows = count_rows(files)
+    version = as_version(dataset)
+    files = version.split_files(split)
+    rows = version.count_rows(files)
     columns = ["image", "label", "sha256"] if with_ids else ["image", "label"]
     rng = np.random.default_rng(seed)
 
     def generate() -> Iterator[tuple]:
-        for row in iter_rows(files, columns, rng if training else None):
+        for row in version.iter_rows(files, columns, rng if training else None):
             yield tuple(row[column] for column in columns)
 
     signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int32))

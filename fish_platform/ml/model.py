@@ -113,7 +113,7 @@ def build_model(
     frozen while the top blocks fine-tune (Keras' transfer-learning recipe). A base trained from
     scratch runs its BatchNormalization in training mode, with momentum lowered to
     ``bn_momentum`` (default 0.9): with Keras' 0.99 the moving statistics lag so far behind in a
-    few hundred steps that validation accuracy stays at chance (see GUIDE.md).
+    few hundred steps that validation accuracy stays at chance (measured: docs/training.md).
     Returns the model and the weights actually used.
     """
     import keras

@@ -15,9 +15,10 @@ from typing import Any
 
 import mlflow
 
+from fish_platform.data.layout import as_version
 from fish_platform.ml.config import TrainConfig
 from fish_platform.ml.evaluate import Evaluation, evaluate_classifier
-from fish_platform.ml.input import iter_rows, split_files
+from fish_platform.ml.input import DatasetLike, iter_rows
 from fish_platform.ml.packaging import load_production, log_classifier
 from fish_platform.ml.plots import confusion_matrix_png, training_curves_png
 from fish_platform.ml.train import EpochCallback, EpochRecord, TrainResult, train_classifier
@@ -55,15 +56,15 @@ def _log_png(png: bytes, artifact_file: str) -> None:
         mlflow.log_artifact(str(path), artifact_path=str(Path(artifact_file).parent))
 
 
-def example_images(dataset_dir: str | Path, split: str = "val", count: int = 2) -> list[bytes]:
+def example_images(dataset: DatasetLike, split: str = "val", count: int = 2) -> list[bytes]:
     """A couple of real encoded images for the logged model's input example."""
-    rows = iter_rows(split_files(dataset_dir, split), ["image"])
+    rows = iter_rows(dataset, split, ["image"])
     return [row["image"] for _, row in zip(range(count), rows, strict=False)]
 
 
 def train_and_log(
     config: TrainConfig,
-    dataset_dir: str | Path,
+    dataset: DatasetLike,
     *,
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
@@ -72,14 +73,14 @@ def train_and_log(
 ) -> TrainingRun:
     """Train inside a new MLflow run in the current experiment and log the model as ``model``."""
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
-        mlflow.log_params({**config.as_params(), "dataset_dir": str(dataset_dir)})
+        mlflow.log_params({**config.as_params(), "dataset": as_version(dataset).uri})
 
         def record(epoch: EpochRecord) -> None:
             mlflow.log_metrics(epoch.metrics, step=epoch.epoch)
             if on_epoch is not None:
                 on_epoch(epoch)
 
-        result: TrainResult = train_classifier(config, dataset_dir, on_epoch=record)
+        result: TrainResult = train_classifier(config, dataset, on_epoch=record)
         mlflow.set_tags({"fish.weights_used": result.weights.description, "fish.variant": config.variant})
         mlflow.log_params({"n_classes": result.info.n_classes, "train_images": result.train_images,
                            "val_images": result.val_images})
@@ -101,7 +102,7 @@ def train_and_log(
             config.variant,
             result.weights.description,
             registered_model_name=registered_model_name,
-            example_images=example_images(dataset_dir),
+            example_images=example_images(dataset),
         )
         return TrainingRun(
             run_id=run.info.run_id,
@@ -125,7 +126,7 @@ def train_and_log(
 def evaluate_and_log(
     run_id: str,
     model_uri: str,
-    dataset_dir: str | Path,
+    dataset: DatasetLike,
     *,
     split: str = "test",
     model_id: str | None = None,
@@ -139,7 +140,7 @@ def evaluate_and_log(
     """
     model = load_production(model_uri)
     evaluation = evaluate_classifier(
-        model, dataset_dir, split,
+        model, dataset, split,
         batch_size=batch_size, latency_calls=latency_calls, sample_predictions=sample_predictions,
     )
     confusion = confusion_matrix_png(evaluation.confusion, evaluation.labels)
@@ -160,8 +161,8 @@ def evaluate_and_log(
     return evaluation, confusion
 
 
-def champion_scorer(dataset_dir: str | Path, split: str = "test") -> Callable[[str], float]:
+def champion_scorer(dataset: DatasetLike, split: str = "test") -> Callable[[str], float]:
     """``model_uri -> macro-F1`` on this dataset's split (``evaluate_champion`` of the registry review)."""
     from fish_platform.ml.evaluate import macro_f1_on_split
 
-    return lambda model_uri: macro_f1_on_split(load_production(model_uri), dataset_dir, split)
+    return lambda model_uri: macro_f1_on_split(load_production(model_uri), dataset, split)

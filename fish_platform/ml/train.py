@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +21,7 @@ import numpy as np
 from fish_platform.ml.config import TrainConfig
 from fish_platform.ml.input import (
     DatasetInfo,
+    DatasetLike,
     class_weights,
     label_counts,
     make_dataset,
@@ -125,7 +125,7 @@ def _callbacks_module() -> Any:
 
 def train_classifier(
     config: TrainConfig,
-    dataset_dir: str | Path,
+    dataset: DatasetLike,
     *,
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
@@ -137,7 +137,7 @@ def train_classifier(
     import keras
 
     config.validate()
-    info = read_dataset_info(dataset_dir)
+    info = read_dataset_info(dataset)
     if config.image_size != info.image_size:
         raise ValueError(
             f"image_size {config.image_size} differs from the dataset's {info.image_size} (labels.json); "
@@ -152,8 +152,8 @@ def train_classifier(
         dropout=config.dropout,
         bn_momentum=config.bn_momentum,
     )
-    counts = label_counts(dataset_dir, "train", info.n_classes)
-    val_counts = label_counts(dataset_dir, "val", info.n_classes)
+    counts = label_counts(dataset, "train", info.n_classes)
+    val_counts = label_counts(dataset, "val", info.n_classes)
     if counts.sum() == 0 or val_counts.sum() == 0:
         raise ValueError("the train and val splits must both hold images")
     result = TrainResult(
@@ -161,10 +161,10 @@ def train_classifier(
     )
     weight_of = class_weights(counts) if config.class_weights else None
     train_data = make_dataset(
-        dataset_dir, "train", info.image_size, config.batch_size,
+        dataset, "train", info.image_size, config.batch_size,
         training=True, augment=config.augment, seed=config.seed, shuffle_buffer=config.shuffle_buffer,
     )
-    val_data = make_dataset(dataset_dir, "val", info.image_size, config.batch_size)
+    val_data = make_dataset(dataset, "val", info.image_size, config.batch_size)
     reporter_cls, keep_best_cls = _callbacks_module()
     keep_best = keep_best_cls()
     started = time.perf_counter()

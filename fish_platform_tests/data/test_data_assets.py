@@ -1,15 +1,13 @@
 """raw_fish_images -> fish_dataset materialized in-process with real Spark."""
 
-import json
 import shutil
 
 import dagster as dg
-import pandas as pd
 import pytest
 from PIL import Image
 
 from fish_platform.assets.data import DATA_ASSETS, DATA_CHECKS
-from fish_platform.data.dataset import read_labels, read_split
+from fish_platform.data.layout import PlatformLayout
 from fish_platform.imaging import decode_image
 from fish_platform_tests.helpers import dagster_resources, write_image
 
@@ -23,8 +21,12 @@ def _materialize(raw_uri, data_dir, **config):
     )
 
 
+def _current(data_dir):
+    return PlatformLayout(str(data_dir)).current_version()
+
+
 def _all_rows(data_dir):
-    return pd.read_parquet(data_dir / "dataset" / "images")
+    return _current(data_dir).read_all()
 
 
 def _add_bad_files(root):
@@ -45,7 +47,7 @@ def test_corrupt_files_are_quarantined_and_duplicates_dropped(spark, colour_imag
     assert dataset_md["quarantined"].value == 3
     assert dataset_md["duplicates_dropped"].value == 2
     assert dataset_md["rows"].value == 48
-    quarantine = json.loads((data_dir / "dataset" / "quarantine.json").read_text())
+    quarantine = _current(data_dir).quarantine()
     assert {(q["uri"].rsplit("/", 1)[-1], q["reason"]) for q in quarantine} == {
         ("truncated.png", "corrupt"),
         ("empty.jpg", "empty"),
@@ -57,7 +59,7 @@ def test_corrupt_files_are_quarantined_and_duplicates_dropped(spark, colour_imag
     rows = _all_rows(data_dir)
     assert len(rows) == 48 and rows["sha256"].is_unique
     assert not rows["uri"].str.contains("copy-of-first|again").any()
-    labels = read_labels(data_dir / "dataset")
+    labels = _current(data_dir).labels()
     assert labels["labels"] == sorted(labels["labels"]) and len(labels["labels"]) == 4
     assert (rows["label"] == rows["species"].map(labels["labels"].index)).all()
     image = decode_image(rows["image"].iloc[0])
@@ -121,7 +123,7 @@ def test_checks_fail_when_a_species_is_too_small(spark, colour_images, data_dir)
 
 def test_split_partitions_are_readable_per_split(spark, colour_images, data_dir):
     assert _materialize(str(colour_images), data_dir).success
-    sizes = {split: len(read_split(data_dir / "dataset", split)) for split in ("train", "val", "test")}
+    sizes = {split: len(_current(data_dir).read_split(split)) for split in ("train", "val", "test")}
     assert sum(sizes.values()) == 48 and sizes["train"] > sizes["val"] > 0 and sizes["test"] > 0
 
 

@@ -1,7 +1,6 @@
 """raw -> dataset over the real Fish4Knowledge photos (skipped where the folder is absent)."""
 
 import dagster as dg
-import pandas as pd
 import pytest
 
 from fish_platform.assets.data import DATA_ASSETS, DATA_CHECKS
@@ -25,7 +24,7 @@ def test_real_photos_are_deduplicated_and_every_species_lands_in_every_split(spa
     md = result.asset_materializations_for_node("fish_dataset")[0].metadata
     assert md["duplicates_dropped"].value == len(files) - len(distinct)
     assert md["quarantined"].value == 0
-    rows = pd.read_parquet(data_dir / "dataset" / "images", columns=["sha256", "species", "split"])
+    rows = result.output_for_node("fish_dataset").version.read_all(["sha256", "species", "split"])
     assert len(rows) == len(distinct) and rows["sha256"].is_unique
     species = {p.parent.name for p in files}
     assert len(species) == 19

@@ -4,10 +4,9 @@ import io
 
 import boto3
 import dagster as dg
-import pandas as pd
 import pytest
 
-from fish_platform.assets.data import DATA_ASSETS
+from fish_platform.assets.data import DATA_ASSETS, DATA_CHECKS
 from fish_platform.data.store import open_store
 from fish_platform_tests.helpers import COLORS, dagster_resources, write_image
 
@@ -45,5 +44,33 @@ def test_raw_and_dataset_assets_read_from_s3(spark, s3_endpoint, bucket, data_di
     assert result.success
     md = result.asset_materializations_for_node("fish_dataset")[0].metadata
     assert md["rows"].value == 32 and md["quarantined"].value == 1
-    rows = pd.read_parquet(data_dir / "dataset" / "images")
+    rows = result.output_for_node("fish_dataset").version.read_all()
     assert rows["uri"].str.startswith(f"s3://{bucket}/").all()
+
+
+def test_durable_state_on_s3_leaves_the_local_data_dir_empty(spark, s3_endpoint, bucket, data_dir):
+    """FISH_DATA_URI on S3: manifest, processed cache, dataset version and Dagster IO all land there."""
+    from fish_platform.data.layout import PlatformLayout
+    from fish_platform.resources import io_manager_for
+
+    data_uri = f"s3://{bucket}/platform"
+    resources = dagster_resources(
+        f"s3://{bucket}/incoming", data_dir, s3_endpoint_url=s3_endpoint, data_uri=data_uri
+    )
+    resources["io_manager"] = io_manager_for(data_uri, s3_endpoint)
+    result = dg.materialize(
+        [*DATA_ASSETS, *DATA_CHECKS],
+        resources=resources,
+        run_config={"ops": {"fish_dataset": {"config": {"image_size": 32}}}},
+    )
+    assert result.success
+    assert list(data_dir.iterdir()) == []  # scratch untouched: nothing durable went to local disk
+    layout = PlatformLayout(data_uri, s3_endpoint)
+    current = layout.current_version()
+    assert current is not None and current.uri.startswith(f"{data_uri}/dataset/versions/")
+    assert len(current.read_all()) == 32 and len(current.quarantine()) == 1
+    keys = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket=bucket, Prefix="platform/")
+    names = [obj["Key"] for obj in keys["Contents"]]
+    assert "platform/manifests/raw_manifest.parquet" in names
+    assert any(name.startswith("platform/processed/size=32/part-") for name in names)
+    assert any(name.startswith("platform/dagster-io/fish_dataset") for name in names)

@@ -1,19 +1,19 @@
 """Helpers for the ML tests (import as ``fish_platform_tests.ml.ml_helpers``).
 
-Datasets are written straight to Parquet in the layout the Spark job produces
-(``images/split=<name>/part-*.parquet`` + ``labels.json``), so these tests need no Spark or Java.
+Datasets are written through the dataset layout's own writers (:class:`DatasetVersion`: shards,
+ledger, labels, marker), as the Spark job writes them, so these tests need no Spark or Java.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pandas as pd
 from PIL import Image
 
+from fish_platform.data.dataset import FishDataset
+from fish_platform.data.layout import DatasetVersion
 from fish_platform.imaging import decode_image, encode_png, resize_square, sha256_hex
 
 SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -21,12 +21,11 @@ SPLIT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 def write_parquet_dataset(
     out_dir: Path, images: dict[str, list[bytes]], image_size: int, seed: int = 0
-) -> Path:
-    """Encoded images per species -> the dataset layout of docs/architecture.md."""
+) -> DatasetVersion:
+    """Encoded images per species -> a complete dataset version at ``out_dir``."""
     labels = sorted(images)
     rng = np.random.default_rng(seed)
-    rows: dict[str, list[dict]] = {split: [] for split in SPLIT_FRACTIONS}
-    counts = {split: dict.fromkeys(labels, 0) for split in SPLIT_FRACTIONS}
+    rows: list[dict] = []
     for label, species in enumerate(labels):
         items = list(images[species])
         order = rng.permutation(len(items))
@@ -36,42 +35,52 @@ def write_parquet_dataset(
             split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
             data = items[index]
             original = decode_image(data)
-            rows[split].append(
+            rows.append(
                 {
                     "sha256": sha256_hex(data),
                     "species": species,
                     "label": label,
+                    "split": split,
                     "image": encode_png(resize_square(original, image_size)),
                     "uri": f"mem://{species}/{index}",
                     "orig_width": original.width,
                     "orig_height": original.height,
                 }
             )
-            counts[split][species] += 1
-    schema = pa.schema(
-        [
-            ("sha256", pa.string()),
-            ("species", pa.string()),
-            ("label", pa.int32()),
-            ("image", pa.binary()),
-            ("uri", pa.string()),
-            ("orig_width", pa.int32()),
-            ("orig_height", pa.int32()),
-        ]
+    frame = pd.DataFrame(rows)
+    version = DatasetVersion(str(out_dir))
+    for split in SPLIT_FRACTIONS:
+        part = frame[frame["split"] == split]
+        shuffled = part.iloc[rng.permutation(len(part))]
+        half = len(shuffled) // 2  # two shards per split, like a Spark job's output
+        for index, chunk in enumerate((shuffled.iloc[:half], shuffled.iloc[half:])):
+            version.write_shard(split, f"{index:05d}", chunk)
+    version.write_ledger(frame)
+    counts = {split: dict.fromkeys(labels, 0) for split in SPLIT_FRACTIONS}
+    for (split, species), n in frame.groupby(["split", "species"]).size().items():
+        counts[split][species] = int(n)
+    version.write_labels({"labels": labels, "image_size": image_size, "split_counts": counts})
+    version.write_reports([], [])
+    version.write_marker({"version": version.version_id, "rows": len(frame)})
+    return version
+
+
+def fish_dataset_for(version: DatasetVersion) -> FishDataset:
+    """The ``fish_dataset`` asset's output for a version written by :func:`write_parquet_dataset`."""
+    labels = version.labels()
+    return FishDataset(
+        version=version,
+        labels=labels["labels"],
+        image_size=labels["image_size"],
+        split_counts=labels["split_counts"],
+        quarantined=[],
+        duplicates=[],
+        decoded=0,
+        reused=0,
+        base_version=None,
+        pruned=[],
+        duration_s=0.0,
     )
-    for split, split_rows in rows.items():
-        folder = out_dir / "images" / f"split={split}"
-        folder.mkdir(parents=True, exist_ok=True)
-        shuffled = [split_rows[i] for i in rng.permutation(len(split_rows))]
-        # Two files with small row groups, like a Spark job's output.
-        half = len(shuffled) // 2
-        for part, chunk in enumerate((shuffled[:half], shuffled[half:])):
-            table = pa.Table.from_pylist(chunk, schema=schema)
-            pq.write_table(table, folder / f"part-{part:05d}.parquet", row_group_size=16)
-    (out_dir / "labels.json").write_text(
-        json.dumps({"labels": labels, "image_size": image_size, "split_counts": counts}, indent=2)
-    )
-    return out_dir
 
 
 def synthetic_images(species: int, per_species: int, seed: int, root: Path) -> dict[str, list[bytes]]:

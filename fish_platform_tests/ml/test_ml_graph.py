@@ -20,28 +20,28 @@ from mlflow import MlflowClient
 
 import fish_platform.ml.tracking as tracking
 from fish_platform.assets.model import MODEL_ASSETS, MODEL_CHECKS
+from fish_platform.data.dataset import FishDataset
+from fish_platform.data.layout import DatasetVersion
 from fish_platform.ml.input import read_dataset_info
 from fish_platform.registry import PRODUCTION_ALIAS, TAG_DECISION, get_champion, promote, register_challenger
 from fish_platform.resources import MlflowResource, PlatformResource
 from fish_platform_tests.helpers import LEARNING_CONFIG
-from fish_platform_tests.ml.ml_helpers import synthetic_images, write_parquet_dataset
+from fish_platform_tests.ml.ml_helpers import fish_dataset_for, synthetic_images, write_parquet_dataset
 
 MODEL_NAME = "fish-graph-test"
 
 
-def _dataset_stub(dataset_dir: Path) -> dg.AssetsDefinition:
-    info = read_dataset_info(dataset_dir)
-
+def _dataset_stub(version: DatasetVersion) -> dg.AssetsDefinition:
     @dg.asset(name="fish_dataset", group_name="data")
-    def fish_dataset() -> dict:
-        return {"dataset_dir": str(dataset_dir), "labels": info.labels, "image_size": info.image_size}
+    def fish_dataset() -> FishDataset:
+        return fish_dataset_for(version)
 
     return fish_dataset
 
 
-def _materialize(dataset_dir: Path, store, tmp_path: Path, classifier_config: dict):
+def _materialize(dataset_dir: DatasetVersion, store, tmp_path: Path, classifier_config: dict):
     resources = {
-        "platform": PlatformResource(data_dir=str(tmp_path / "fish-data"), profile="demo"),
+        "platform": PlatformResource(data_uri=str(tmp_path / "fish-data"), profile="demo"),
         "mlflow": MlflowResource(
             tracking_uri=store.tracking_uri,
             experiment_name="fish-graph",
@@ -146,10 +146,10 @@ def test_graph_learns_promotes_and_serves_the_same_answers(mlflow_store, tmp_pat
     # A fresh process loading models:/<name>@production gets species names and the same top-1.
     script = textwrap.dedent(
         f"""
-        import json, mlflow, pandas as pd, pyarrow.parquet as pq, glob
+        import json, mlflow, pandas as pd, pyarrow.parquet as pq
         wanted = {json.dumps([p["sha256"] for p in evaluation["predictions"]])}
         rows = {{}}
-        for path in glob.glob({str(dataset_dir / "images" / "split=test" / "*.parquet")!r}):
+        for path in {dataset_dir.split_files("test")!r}:
             for row in pq.read_table(path, columns=["sha256", "image"]).to_pylist():
                 rows[row["sha256"]] = row["image"]
         model = mlflow.pyfunc.load_model("models:/{MODEL_NAME}@{PRODUCTION_ALIAS}")

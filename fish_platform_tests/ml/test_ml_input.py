@@ -23,10 +23,10 @@ pytestmark = pytest.mark.timeout(60)
 def test_shapes_labels_and_pixels(tiny_dataset):
     info = read_dataset_info(tiny_dataset)
     assert info.n_classes == 4 and info.image_size == 32
-    files = split_files(tiny_dataset, "test")
-    expected = list(iter_rows(files, ["image", "label", "sha256"]))
+    assert len(split_files(tiny_dataset, "test")) == 2
+    expected = list(iter_rows(tiny_dataset, "test", ["image", "label", "sha256"]))
     batches = list(make_dataset(tiny_dataset, "test", 32, batch_size=5, with_ids=True))
-    assert sum(len(b[1]) for b in batches) == len(expected) == count_rows(files)
+    assert sum(len(b[1]) for b in batches) == len(expected) == count_rows(tiny_dataset, "test")
     images, labels, ids = batches[0]
     assert images.shape == (5, 32, 32, 3) and images.dtype.name == "float32"
     assert labels.dtype.name == "int32"

@@ -42,7 +42,7 @@ def test_scratch_model_and_weights_from_a_file(tmp_path):
     assert weights.description == "none" and not weights.pretrained
     assert model.output_shape == (None, 3)
     norms = [layer for layer in base_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
-    assert {layer.momentum for layer in norms} == {0.9}  # the from-scratch remedy (GUIDE.md), not Keras' 0.99
+    assert {layer.momentum for layer in norms} == {0.9}  # from-scratch remedy (docs/training.md)
 
     path = tmp_path / "base.weights.h5"
     base_of(model).save_weights(path)

@@ -1,0 +1,19 @@
+"""The jobs: the whole graph (run by the new-image sensor) and retraining (run by the schedule)."""
+
+import dagster as dg
+
+PIPELINE_JOB_NAME = "fish_pipeline"
+RETRAIN_JOB_NAME = "retrain"
+RETRAIN_ASSETS = ("fish_classifier", "model_evaluation", "production_model")
+
+fish_pipeline = dg.define_asset_job(
+    PIPELINE_JOB_NAME,
+    selection=dg.AssetSelection.all(),
+    description="The whole graph: raw images -> dataset -> classifier -> evaluation -> production model.",
+)
+
+retrain_job = dg.define_asset_job(
+    RETRAIN_JOB_NAME,
+    selection=dg.AssetSelection.assets("fish_classifier").downstream(),
+    description="Retrain on the current dataset version, evaluate, and promote only if the challenger wins.",
+)
