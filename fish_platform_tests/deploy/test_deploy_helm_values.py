@@ -9,50 +9,24 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from fish_platform_tests.deploy.dagster_chart_keys import (
     COMPUTE_LOG_MANAGER_TYPES,
     RUN_LAUNCHER_TYPES,
     unknown_keys,
 )
+from fish_platform_tests.deploy.dagster_pods import (
+    PLACEHOLDERS,
+    RELEASES,
+    TRAINING_K8S_CONFIG,
+    load_values,
+    merged,
+    run_container_context,
+)
 from fish_platform_tests.deploy.deploy_helpers import K8S, REPO_ROOT, find, render
 
 DAGSTER = K8S / "dagster"
-# Stand-ins for what k8s/deploy.sh fills in from `terraform output`.
-PLACEHOLDERS = {
-    "PG_HOST": "c-abc123.rw.mdb.yandexcloud.net",
-    "IMAGE_REGISTRY": "cr.yandex/crp0000000000000000",
-    "IMAGE_TAG": "0a1b2c3d4e5f",
-    "IMAGE_PULL_POLICY": "IfNotPresent",
-    "DATA_BUCKET": "fish-platform-data-b1g",
-}
 CLIENT_LABEL = {"fish-platform.io/postgres-client": "true"}
-
-
-def load_values(path: Path) -> dict:
-    text = path.read_text()
-    for name, value in PLACEHOLDERS.items():
-        text = text.replace("${" + name + "}", value)
-    assert "${" not in text, f"{path.name} has a placeholder k8s/deploy.sh does not fill"
-    return yaml.safe_load(text)
-
-
-def merged(*paths: Path) -> dict:
-    """Helm's merge of several -f files: maps merge, lists and scalars are replaced."""
-    result: dict = {}
-    for path in paths:
-        result = _merge(result, load_values(path))
-    return result
-
-
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
-    return out
 
 
 VALUES_FILES = [
@@ -60,15 +34,6 @@ VALUES_FILES = [
     DAGSTER / "values-yandex.yaml",
     K8S / "spark" / "values-spark-k8s.yaml",
 ]
-RELEASES = {
-    "local": [DAGSTER / "values.yaml"],
-    "yandex": [DAGSTER / "values.yaml", DAGSTER / "values-yandex.yaml"],
-    "yandex+spark": [
-        DAGSTER / "values.yaml",
-        DAGSTER / "values-yandex.yaml",
-        K8S / "spark" / "values-spark-k8s.yaml",
-    ],
-}
 
 
 @pytest.mark.parametrize("path", VALUES_FILES, ids=lambda p: p.name)
@@ -278,65 +243,6 @@ def test_compute_log_manager_module_is_in_the_image_in_lockstep(release: str):
     assert "COPY pyproject.toml" in dockerfile and "pip install ." in dockerfile
 
 
-def location_container_context(location: dict, namespace: str = "fish-platform") -> dict:
-    """The container context the chart gives the code server (DAGSTER_CONTAINER_CONTEXT), from its
-    values: a model of dagsterUserDeployments.k8sContainerContext in
-    helm/dagster/charts/dagster-user-deployments/templates/helpers/_helpers.tpl (no Helm here)."""
-    k8s: dict = {
-        "image_pull_policy": location["image"]["pullPolicy"],
-        "env_config_maps": [f"dagster-{location['name']}-user-env"]
-        + [c["name"] for c in location.get("envConfigMaps", [])],
-        "namespace": namespace,
-        "service_account_name": "dagster",
-    }
-    for key, value_key in [
-        ("env_secrets", "envSecrets"),
-        ("volume_mounts", "volumeMounts"),
-        ("volumes", "volumes"),
-        ("labels", "labels"),
-        ("resources", "resources"),
-    ]:
-        if location.get(value_key):
-            value = location[value_key]
-            k8s[key] = [v["name"] for v in value] if key == "env_secrets" else value
-    return {"k8s": k8s}
-
-
-def run_container_context(values: dict, location: dict | None = None, run_tags: dict | None = None):
-    """What dagster-k8s gives a run pod: the run launcher's config, merged with the code location's
-    container context and the run's `dagster-k8s/config` tag, by dagster-k8s's own merge code."""
-    from dagster_k8s.container_context import K8sContainerContext
-    from dagster_k8s.job import UserDefinedDagsterK8sConfig, get_user_defined_k8s_config
-
-    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
-    run_k8s_config = launcher.get("runK8sConfig", {})
-    snake = {
-        "containerConfig": "container_config",
-        "podSpecConfig": "pod_spec_config",
-        "jobSpecConfig": "job_spec_config",
-        "podTemplateSpecMetadata": "pod_template_spec_metadata",
-        "jobMetadata": "job_metadata",
-    }
-    context = K8sContainerContext(
-        image_pull_policy=launcher["imagePullPolicy"],
-        env_config_maps=[c["name"] for c in launcher["envConfigMaps"]],
-        env_secrets=[s["name"] for s in launcher["envSecrets"]],
-        volume_mounts=launcher.get("volumeMounts", []),
-        volumes=launcher.get("volumes", []),
-        labels=launcher.get("labels", {}),
-        resources=launcher.get("resources", {}),
-        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(
-            {snake[k]: v for k, v in run_k8s_config.items()}
-        ),
-    )
-    user = K8sContainerContext()
-    if location is not None:
-        user = user.merge(K8sContainerContext.create_from_config(location_container_context(location)))
-    if run_tags:
-        user = user.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(run_tags)))
-    return context.merge(user)
-
-
 @pytest.mark.parametrize("release", RELEASES)
 def test_code_server_resources_do_not_leak_into_run_pods(release: str):
     values = merged(*RELEASES[release])
@@ -365,26 +271,15 @@ def test_code_server_resources_do_not_leak_into_run_pods(release: str):
 
 def test_a_run_tag_sizes_the_training_pod_over_the_launcher_default():
     """The tag shape documented for training (docs/deployment.md) reaches the run pod."""
-    values = merged(*RELEASES["yandex"])
-    location = values["dagster-user-deployments"]["deployments"][0]
-    training = {
-        "container_config": {
-            "resources": {
-                "requests": {"cpu": "6", "memory": "24Gi", "nvidia.com/gpu": "1"},
-                "limits": {"cpu": "8", "memory": "30Gi", "nvidia.com/gpu": "1"},
-            }
-        },
-        "pod_spec_config": {
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            "node_selector": {"fish-platform.io/node-pool": "gpu"},
-        },
-    }
     import json
 
-    context = run_container_context(values, location, {"dagster-k8s/config": json.dumps(training)})
-    config = context.run_k8s_config
-    assert config.container_config["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert config.container_config["resources"]["requests"]["cpu"] == "6"
-    assert config.pod_spec_config["tolerations"] == training["pod_spec_config"]["tolerations"]
+    values = merged(*RELEASES["yandex"])
+    location = values["dagster-user-deployments"]["deployments"][0]
+    tags = {"dagster-k8s/config": json.dumps(TRAINING_K8S_CONFIG)}
+    config = run_container_context(values, location, tags).run_k8s_config
+    assert config.container_config["resources"] == TRAINING_K8S_CONFIG["container_config"]["resources"]
+    assert config.pod_spec_config["tolerations"] == TRAINING_K8S_CONFIG["pod_spec_config"]["tolerations"]
     # The launcher's security context survives the merge.
     assert config.pod_spec_config["security_context"]["run_as_non_root"] is True
+    docs = (REPO_ROOT / "docs" / "deployment.md").read_text()
+    assert json.dumps(TRAINING_K8S_CONFIG["pod_spec_config"]["tolerations"][0]) in docs
