@@ -251,3 +251,19 @@ def test_spark_executor_pods_meet_restricted():
     pod = spark_executor_pod()
     assert restricted_violations(pod["spec"]) == []
     assert read_only_root_violations(pod["spec"]) == []
+
+
+def test_the_training_tag_can_run_the_gpu_image_on_the_gpu_nodes():
+    """docs/deployment.md, GPU training: the same tag with the -gpu image (FISH_TF_VARIANT=gpu)."""
+    values = release_values("yandex")
+    image = values["dagster-user-deployments"]["deployments"][0]["image"]
+    gpu_image = f"{image['repository']}:{image['tag']}-gpu"
+    config = {
+        **TRAINING_K8S_CONFIG,
+        "container_config": {**TRAINING_K8S_CONFIG["container_config"], "image": gpu_image},
+    }
+    pod = run_pod(values, {"dagster-k8s/config": json.dumps(config)})
+    (container,) = pod["spec"]["containers"]
+    assert container["image"] == gpu_image
+    assert pod["spec"]["nodeSelector"] == {"fish-platform.io/node-pool": "gpu"}
+    assert restricted_violations(pod["spec"]) == []
