@@ -4,8 +4,8 @@ A small evaluator of the NetworkPolicy API (networking.k8s.io/v1 semantics: a po
 policy of a direction allows only what one of those policies' rules allows; a connection needs the
 source's egress and the destination's ingress; peers by pod/namespace selector or ipBlock; ports
 with protocol and endPort). It is not a CNI: it says what the policies allow, not what a plugin
-enforces (kubelet probes, host-network pods and port-forward are outside NetworkPolicy). Calico on
-Yandex Managed Kubernetes, and kind's kindnetd from v0.24, enforce them.
+enforces (kubelet probes, host-network pods and port-forward are outside NetworkPolicy). Calico
+enforces them on Yandex Managed Kubernetes; on kind, a kindnetd with NetworkPolicy support or Calico.
 
 The workloads: every pod template the overlay renders, the Dagster chart's pods and a run pod from
 our Helm values (dagster_pods.py), Spark executors, and the pods outside the namespace that matter
