@@ -17,3 +17,9 @@ retrain_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("fish_classifier").downstream(),
     description="Retrain on the current dataset version, evaluate, and promote only if the challenger wins.",
 )
+
+serving_status_job = dg.define_asset_job(
+    "serving_status",
+    selection=dg.AssetSelection.assets("serving_deployment"),
+    description="Ask the service which model version it serves and compare it with the production alias.",
+)

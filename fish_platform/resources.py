@@ -146,6 +146,7 @@ class SparkResource(dg.ConfigurableResource):
 
 def build_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource | object]:
     """Every resource from the settings; set variables go in as ``dg.EnvVar``."""
+    from fish_platform.assets.serving import ServingResource
     from fish_platform.sensors import RawSensorResource
 
     settings = settings or load_settings()
@@ -166,4 +167,8 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             min_batch=settings.sensor_min_batch, quiet_seconds=settings.sensor_quiet_seconds
         ),
         "io_manager": io_manager_for(settings.data_uri, settings.s3_endpoint_url),
+        "serving": ServingResource(
+            url=_setting("FISH_SERVING_URL", settings.serving_url),
+            max_lag_seconds=settings.serving_max_lag_seconds,
+        ),
     }

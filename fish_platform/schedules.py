@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from fish_platform.jobs import RETRAIN_ASSETS, retrain_job
+from fish_platform.jobs import RETRAIN_ASSETS, retrain_job, serving_status_job
 
 
 def _only_ops(run_config: dict, names: tuple[str, ...]) -> dict:
@@ -21,4 +21,14 @@ def periodic_retrain_schedule(
         cron_schedule=cron_schedule,
         run_config=_only_ops(run_config or {}, RETRAIN_ASSETS),
         default_status=dg.DefaultScheduleStatus.STOPPED,
+    )
+
+
+def serving_status_schedule(serving_url: str | None) -> dg.ScheduleDefinition:
+    """Every 5 minutes, ``serving_deployment``: running by default when a service URL is configured."""
+    return dg.ScheduleDefinition(
+        name="serving_status_every_5_minutes",
+        job=serving_status_job,
+        cron_schedule="*/5 * * * *",
+        default_status=dg.DefaultScheduleStatus.RUNNING if serving_url else dg.DefaultScheduleStatus.STOPPED,
     )

@@ -14,6 +14,7 @@ from typing import Literal
 
 Profile = Literal["demo", "production"]
 PROFILES: tuple[str, ...] = ("demo", "production")
+EXECUTORS: tuple[str, ...] = ("multiprocess", "k8s")
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,10 @@ class Settings:
     retrain_cron: str = "0 3 * * 1"  # FISH_RETRAIN_CRON
     spark_driver_pod: str | None = None  # POD_NAME (downward API): the driver pod that owns k8s executors
     run_config_file: str | None = None  # FISH_RUN_CONFIG: YAML run config of sensor/schedule runs
+    executor: str = "multiprocess"  # FISH_EXECUTOR: multiprocess (one machine or one run pod) or k8s
+    train_gpus: int = 0  # FISH_TRAIN_GPUS: GPUs the training step's pod requests (k8s executor)
+    serving_url: str | None = None  # FISH_SERVING_URL: the service serving_deployment asks
+    serving_max_lag_seconds: float = 300.0  # FISH_SERVING_MAX_LAG_SECONDS
 
     def automatic_run_config(self) -> dict:
         """Run config for runs the platform launches by itself (sensor, schedule): empty unless set."""
@@ -184,6 +189,12 @@ def load_settings() -> Settings:
         retrain_cron=_env("FISH_RETRAIN_CRON", "0 3 * * 1"),
         spark_driver_pod=_env("POD_NAME"),
         run_config_file=_env("FISH_RUN_CONFIG"),
+        executor=_env("FISH_EXECUTOR", "multiprocess"),
+        train_gpus=int(_env("FISH_TRAIN_GPUS", "0")),
+        serving_url=_env("FISH_SERVING_URL"),
+        serving_max_lag_seconds=float(_env("FISH_SERVING_MAX_LAG_SECONDS", "300")),
     )
+    if settings.executor not in EXECUTORS:
+        raise ValueError(f"FISH_EXECUTOR must be one of {EXECUTORS}, got {settings.executor!r}")
     export_process_env(settings)
     return settings

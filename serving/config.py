@@ -46,6 +46,9 @@ class ServingConfig:
     # FISH_TF_THREADS: TensorFlow compute (intra-op) threads in the model process; 0 = TensorFlow's
     # default (one per core). 1 pays off on 2 cores with a small model (B0 at 96 px), not at 224 px.
     tf_intra_op_threads: int = 0
+    # FISH_MODEL_RELOAD_JITTER_SECONDS: after a promotion each pod waits a random 0..N s before it
+    # downloads the new version (bounds the load on MLflow when many pods follow one alias).
+    reload_jitter_seconds: float = 0.0
 
     @property
     def alias(self) -> str:
@@ -84,4 +87,5 @@ def load_serving_config() -> ServingConfig:
         cors_origins=origins,
         frontend_dir=Path(os.environ.get("FISH_FRONTEND_DIR", "") or REPO_ROOT / "frontend"),
         tf_intra_op_threads=_int("FISH_TF_THREADS", 0),
+        reload_jitter_seconds=_float("FISH_MODEL_RELOAD_JITTER_SECONDS", 0.0),
     )

@@ -15,6 +15,7 @@ benchmark and the tests use it directly.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -209,8 +210,16 @@ class ModelHolder:
         load: Callable[[str], Classifier] = _default_loader,
         warmup_batch_sizes: Sequence[int] = (1,),
         on_swap: Callable[[ModelInfo | None, ModelInfo], None] | None = None,
+        reload_jitter_s: float = 0.0,
+        rng: random.Random | None = None,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         self.model_name = model_name
+        # Spread the pods' downloads after a promotion over [0, jitter] s, so that N pods do not pull
+        # the same artifacts from one MLflow server at the same instant (the first load is not delayed).
+        self._reload_jitter_s = max(0.0, reload_jitter_s)
+        self._rng = rng or random.Random()
+        self._wait = wait  # default: the stop event's wait (returns True when shutting down)
         self._resolve = resolve
         self._load = load
         self._warmup_batch_sizes = tuple(warmup_batch_sizes)
@@ -252,6 +261,11 @@ class ModelHolder:
                 return False
             if current is not None and current.info.version == target.version:
                 return False
+            if current is not None and self._reload_jitter_s > 0:
+                delay = self._rng.uniform(0.0, self._reload_jitter_s)
+                log_event(log, "staggered reload", version=target.version, delay_s=round(delay, 2))
+                if (self._wait or self._stop.wait)(delay):
+                    return False  # shutting down
             try:
                 served = self._load_version(target)
             except Exception as exc:  # noqa: BLE001 - keep serving the previous version

@@ -118,6 +118,7 @@ class FishModel:
             on_swap=lambda old, new: self.metrics.model_swapped(
                 new.model_name, old.version if old else None, new.version
             ),
+            reload_jitter_s=config.reload_jitter_seconds,
         )
         log_event(
             log,

@@ -10,6 +10,7 @@ import dagster as dg
 from fish_platform.data.dataset import DatasetConfig, FishDataset, build_dataset
 from fish_platform.data.manifest import build_manifest, read_manifest
 from fish_platform.data.splits import SPLITS
+from fish_platform.pod_sizing import pod_tags
 from fish_platform.resources import ImageStoreResource, PlatformResource, SparkResource
 
 DATA_GROUP = "data"
@@ -22,7 +23,7 @@ def _markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name=DATA_GROUP, kinds={"python", "s3"}, pool=DATASET_WRITER_POOL)
+@dg.asset(group_name=DATA_GROUP, kinds={"python", "s3"}, pool=DATASET_WRITER_POOL, op_tags=pod_tags("light"))
 def raw_fish_images(
     context: dg.AssetExecutionContext, image_store: ImageStoreResource, platform: PlatformResource
 ) -> dg.MaterializeResult:
@@ -67,7 +68,13 @@ class FishDatasetConfig(dg.Config):
     test_fraction: float = 0.1
 
 
-@dg.asset(group_name=DATA_GROUP, kinds={"spark", "parquet"}, deps=[raw_fish_images], pool=DATASET_WRITER_POOL)
+@dg.asset(
+    group_name=DATA_GROUP,
+    kinds={"spark", "parquet"},
+    deps=[raw_fish_images],
+    pool=DATASET_WRITER_POOL,
+    op_tags=pod_tags("spark"),
+)
 def fish_dataset(
     context: dg.AssetExecutionContext,
     config: FishDatasetConfig,

@@ -15,9 +15,12 @@ from fish_platform.data.dataset import FishDataset
 from fish_platform.ml.config import TrainConfig
 from fish_platform.ml.plots import markdown_image
 from fish_platform.ml.train import EpochRecord
+from fish_platform.pod_sizing import pod_tags
 from fish_platform.resources import MlflowResource, PlatformResource
+from fish_platform.settings import load_settings
 
 MODEL_GROUP = "model"
+TRAINING_POD = pod_tags("training", load_settings().train_gpus)  # FISH_TRAIN_GPUS: a GPU node, or none
 # A model below this share of the way from chance to perfect has not learned (from-scratch training
 # can look trained while predicting one class: see docs/training.md).
 MIN_SKILL = 0.25
@@ -77,7 +80,7 @@ def _link_metadata(tracking_uri: str, experiment_id: str, run_id: str) -> dict[s
     return {"mlflow_run_id": run_id, "mlflow_run": value}
 
 
-@dg.asset(group_name=MODEL_GROUP, kinds={"tensorflow", "mlflow"})
+@dg.asset(group_name=MODEL_GROUP, kinds={"tensorflow", "mlflow"}, op_tags=TRAINING_POD)
 def fish_classifier(
     context: dg.AssetExecutionContext,
     config: FishClassifierConfig,
@@ -130,7 +133,7 @@ class ModelEvaluationConfig(dg.Config):
     sample_predictions: int = 8  # images whose top-1 is kept for consistency checks
 
 
-@dg.asset(group_name=MODEL_GROUP, kinds={"tensorflow", "mlflow"})
+@dg.asset(group_name=MODEL_GROUP, kinds={"tensorflow", "mlflow"}, op_tags=TRAINING_POD)
 def model_evaluation(
     context: dg.AssetExecutionContext,
     config: ModelEvaluationConfig,
@@ -213,7 +216,7 @@ class ProductionModelConfig(dg.Config):
     margin: float = 0.01  # macro-F1 a challenger must gain over the champion to replace it
 
 
-@dg.asset(group_name=MODEL_GROUP, kinds={"mlflow"})
+@dg.asset(group_name=MODEL_GROUP, kinds={"mlflow"}, op_tags=pod_tags("training"))
 def production_model(
     context: dg.AssetExecutionContext,
     config: ProductionModelConfig,

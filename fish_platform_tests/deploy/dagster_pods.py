@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from fish_platform.pod_sizing import K8S_CONFIG_TAG, pod_tags
 from fish_platform_tests.deploy.deploy_helpers import K8S
 
 DAGSTER = K8S / "dagster"
@@ -45,22 +46,10 @@ CHART_INIT_IMAGES = {
 }
 
 
-# The `dagster-k8s/config` tag of a training run (docs/deployment.md, "Run pod sizes"): large CPU
-# and memory, optionally a GPU with the toleration and node selector of the GPU node group
-# (infra/kubernetes.tf). dagster-k8s reads it from the run's tags (K8sRunLauncher) or a step's
-# op_tags (k8s_job_executor).
-TRAINING_K8S_CONFIG = {
-    "container_config": {
-        "resources": {
-            "requests": {"cpu": "6", "memory": "24Gi", "nvidia.com/gpu": "1"},
-            "limits": {"cpu": "8", "memory": "30Gi", "nvidia.com/gpu": "1"},
-        }
-    },
-    "pod_spec_config": {
-        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-        "node_selector": {"fish-platform.io/node-pool": "gpu"},
-    },
-}
+# The `dagster-k8s/config` tag of the training step with a GPU, from the platform's one source
+# (fish_platform/pod_sizing.py): dagster-k8s reads it from a step's op_tags (k8s_job_executor) or a
+# run's tags (K8sRunLauncher).
+TRAINING_K8S_CONFIG = pod_tags("training", gpus=1)[K8S_CONFIG_TAG]
 
 
 def load_values(path: Path) -> dict:

@@ -169,9 +169,14 @@ def test_gpu_node_group_is_off_by_default_tainted_and_scales_from_zero():
     template = hcl_value(group["instance_template"])
     assert hcl_value(hcl_value(template["resources"])["gpus"]) == "${var.gpu_node_gpus}"
     assert hcl_value(hcl_value(template["gpu_settings"])["gpu_environment"]) == "runc_drivers_cuda"
-    # The training pods' toleration and node selector (docs/deployment.md) match the taint and label.
-    docs = (REPO_ROOT / "docs" / "deployment.md").read_text()
-    assert '"key": "nvidia.com/gpu"' in docs and '"fish-platform.io/node-pool": "gpu"' in docs
+    # The training step's toleration and node selector (fish_platform/pod_sizing.py) match them.
+    from fish_platform.pod_sizing import K8S_CONFIG_TAG, pod_tags
+
+    pod_spec = pod_tags("training", gpus=1)[K8S_CONFIG_TAG]["pod_spec_config"]
+    taint_key, _, rest = hcl_value(group["node_taints"]).partition("=")
+    (toleration,) = pod_spec["tolerations"]
+    assert toleration["key"] == taint_key and toleration["effect"] == rest.split(":")[1]
+    assert pod_spec["node_selector"] == hcl_value(group["node_labels"])
 
 
 def test_multi_zone_gives_a_regional_master_and_a_node_group_per_zone():

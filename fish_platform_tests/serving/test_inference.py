@@ -181,3 +181,34 @@ def test_registry_loader_downloads_from_the_configured_registry_not_the_global_o
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+
+
+def test_reloads_after_a_promotion_are_staggered_but_the_first_load_is_not():
+    import random
+
+    target = {"version": "1"}
+    events: list[str] = []
+
+    def load(uri: str):
+        events.append(f"load {uri.rsplit('/', 1)[1]}")
+        return FakeClassifier(["x", "y"], 32, 0)
+
+    def wait(seconds: float) -> bool:
+        events.append(f"wait {seconds:.3f}")
+        return False  # not shutting down
+
+    holder = ModelHolder(
+        "fish",
+        resolve=lambda: AliasTarget(target["version"]),
+        load=load,
+        reload_jitter_s=0.4,
+        rng=random.Random(7),
+        wait=wait,
+    )
+    assert holder.refresh() is True
+    target["version"] = "2"
+    assert holder.refresh() is True
+    expected = random.Random(7).uniform(0.0, 0.4)
+    assert events == ["load 1", f"wait {expected:.3f}", "load 2"]  # the first load is never delayed
+    assert holder.refresh() is False and events[-1] == "load 2"  # same version: no wait, no load
+    assert holder.classify([image(32)])[0]["model_version"] == "2"
