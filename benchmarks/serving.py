@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 from fastapi import UploadFile  # at module level: FastAPI resolves the naive app's annotations here
 
+from fish_platform.contract import PRODUCTION_ALIAS, model_alias_uri, top_k
+
 REPO = Path(__file__).resolve().parents[1]
 BOUNDARY = "fishbenchboundary7d3c"
 SCENARIOS = ("ceiling", "naive", "uncached", "cached")
@@ -257,9 +259,9 @@ def naive_server(port: int, model_uri: str) -> None:
     from fastapi import FastAPI
 
     from fish_platform.imaging import to_model_input
-    from fish_platform.ml.packaging import load_production
+    from fish_platform.ml.packaging import load_classifier
 
-    model = load_production(model_uri)
+    model = load_classifier(model_uri)
     keras_model = model.keras_model
     app = FastAPI()
 
@@ -271,8 +273,7 @@ def naive_server(port: int, model_uri: str) -> None:
     def predict(file: UploadFile) -> dict:
         image = to_model_input(file.file.read(), model.image_size)[None].astype("float32")
         probs = keras_model.predict(image, verbose=0)[0]
-        order = np.argsort(-probs)[:3]
-        return {"top3": [{"species": model.labels[i], "confidence": float(probs[i])} for i in order]}
+        return {"top3": top_k(probs, model.labels)}
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
@@ -303,15 +304,15 @@ def register_model(root: Path, variant: str, image_size: int, n_labels: int = 9)
             weights.description,
             registered_model_name=name,
         )
-    client.set_registered_model_alias(name, "production", str(info.registered_model_version))
+    client.set_registered_model_alias(name, PRODUCTION_ALIAS, str(info.registered_model_version))
     return uri, name
 
 
 def ceiling(model_uri: str, photos: list[bytes], seconds: float, batch: int = 32) -> dict:
     from fish_platform.imaging import to_model_input
-    from fish_platform.ml.packaging import load_production
+    from fish_platform.ml.packaging import load_classifier
 
-    model = load_production(model_uri)
+    model = load_classifier(model_uri)
     size = model.image_size
 
     def one_batch(offset: int) -> None:
@@ -365,7 +366,7 @@ def main() -> None:
         tracking_uri, model_name = args.tracking_uri, args.model_name
     else:
         tracking_uri, model_name = register_model(work, args.variant, args.image_size)
-    model_uri = f"models:/{model_name}@production"
+    model_uri = model_alias_uri(model_name)
     env = {
         **os.environ,
         "MLFLOW_TRACKING_URI": tracking_uri,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fish_platform.logs import configure_logging
 
@@ -76,22 +78,65 @@ def _registry_client():
     return client, settings.model_name
 
 
-def cmd_promote(args: argparse.Namespace) -> int:
-    from fish_platform import registry
+def _run_registry_command(action: Callable[[Any, str], str]) -> int:
+    """Run ``action(client, model_name)`` against the registry and print the line it returns.
 
-    client, model_name = _registry_client()
-    registry.promote(client, model_name, str(args.version), reason=args.reason or "promoted by hand (CLI)")
-    print(f"{model_name} version {args.version} is now @production")
-    return 0
+    A :class:`~fish_platform.registry.RegistryError` or an MLflow error (``MlflowException``, of
+    which ``RestException`` is one) ends the command as ``download-kaggle`` does: one line
+    ``error: <message>`` on stderr and exit code 2, no traceback.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from fish_platform.registry import RegistryError
+
+    try:
+        client, model_name = _registry_client()
+        done = action(client, model_name)
+    except RegistryError as exc:
+        message = str(exc)
+    except MlflowException as exc:
+        lines = [line.strip() for line in exc.message.splitlines() if line.strip()]
+        message = lines[0] if lines else type(exc).__name__
+    else:
+        print(done)
+        return 0
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from fish_platform import registry
+    from fish_platform.contract import PRODUCTION_ALIAS, mlflow_error_is
+    from fish_platform.logs import redact_url
+    from fish_platform.settings import load_settings
+
+    def promote(client: Any, model_name: str) -> str:
+        reason = args.reason or "promoted by hand (CLI)"
+        try:
+            registry.promote(client, model_name, str(args.version), reason=reason)
+        except MlflowException as exc:
+            if not mlflow_error_is(exc, "RESOURCE_DOES_NOT_EXIST"):
+                raise
+            settings = load_settings()
+            where = redact_url(settings.mlflow_registry_uri or settings.mlflow_tracking_uri)
+            missing = f"{model_name} version {args.version} does not exist in the registry at {where}"
+            raise registry.RegistryError(missing) from exc
+        return f"{model_name} version {args.version} is now @{PRODUCTION_ALIAS}"
+
+    return _run_registry_command(promote)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     from fish_platform import registry
+    from fish_platform.contract import PRODUCTION_ALIAS
 
-    client, model_name = _registry_client()
-    version = registry.rollback(client, model_name, reason=args.reason or "rolled back by hand (CLI)")
-    print(f"{model_name} @production rolled back to version {version}")
-    return 0
+    def rollback(client: Any, model_name: str) -> str:
+        version = registry.rollback(client, model_name, reason=args.reason or "rolled back by hand (CLI)")
+        return f"{model_name} @{PRODUCTION_ALIAS} rolled back to version {version}"
+
+    return _run_registry_command(rollback)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -108,7 +153,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     settings = load_settings()
     print(
         f"profile: {settings.profile}; durable data: {settings.data_uri}; scratch: {settings.data_dir}; "
-        f"raw images: {settings.raw_uri}; spark: {settings.spark_master}"
+        f"raw images: {settings.raw_uri}; spark: {settings.pipeline.spark_master}"
     )
     if settings.durable_on_s3 and settings.mlflow_tracking_uri.startswith("sqlite:"):
         print("mlflow: WARNING - FISH_DATA_URI is on S3 but MLflow's store is a local SQLite file: "

@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # Pillow's own bomb guard warns at ~89 MP and errors at twice that; we enforce our own limit.
-DEFAULT_MAX_PIXELS = 50_000_000
+from fish_platform.contract import DEFAULT_MAX_PIXELS
+
 RESAMPLE = Image.Resampling.BILINEAR
 
 

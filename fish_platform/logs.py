@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
+
+from fish_platform.settings import LoggingSettings, load_logging_settings
 
 
 class JsonFormatter(logging.Formatter):
@@ -30,19 +31,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def configure_logging(level: str | None = None) -> None:
+def configure_logging(settings: LoggingSettings | None = None) -> None:
     """Install one stderr handler on the ``fish_platform`` and ``serving`` loggers (idempotent)."""
-    level = (level or os.environ.get("FISH_LOG_LEVEL", "INFO")).upper()
+    settings = settings or load_logging_settings()
     handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("FISH_LOG_FORMAT", "json") == "console":
+    if settings.format == "console":
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())
     for name in ("fish_platform", "serving"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]
-        logger.setLevel(level)
+        logger.setLevel(settings.level)
         logger.propagate = False
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in ``scheme://user:secret@host/...`` before it is logged or printed."""
+    if "://" not in url or "@" not in url.split("://", 1)[1]:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: object) -> None:

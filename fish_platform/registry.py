@@ -21,12 +21,13 @@ from typing import Any
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+from fish_platform.contract import PRODUCTION_ALIAS, mlflow_error_is, model_alias_uri, model_version_uri
+from fish_platform.ml.config import PromotionConfig
 
 log = logging.getLogger(__name__)
 
-PRODUCTION_ALIAS = "production"
-DEFAULT_MARGIN = 0.01
+DEFAULT_MARGIN = PromotionConfig().margin
 
 TAG_DECISION = "fish.promotion.decision"  # promoted | kept_champion | manual | rolled_back | restored
 TAG_REASON = "fish.promotion.reason"
@@ -63,6 +64,20 @@ class Decision:
         return "promoted" if self.promote else "kept_champion"
 
 
+@dataclass(frozen=True)
+class Review:
+    """A registered challenger, the decision about it, and where the alias points afterwards."""
+
+    model_name: str
+    version: str
+    decision: Decision
+    production_version: str | None
+
+    @property
+    def production_uri(self) -> str:
+        return model_alias_uri(self.model_name)
+
+
 def f1_tag(fingerprint: str) -> str:
     """Tag holding a version's macro-F1 on one particular test split."""
     return f"{TAG_MACRO_F1}.{fingerprint[:16]}"
@@ -70,10 +85,6 @@ def f1_tag(fingerprint: str) -> str:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _is(exc: MlflowException, code: int) -> bool:
-    return exc.error_code == ErrorCode.Name(code)
 
 
 def get_champion(client: Any, model_name: str, alias: str = PRODUCTION_ALIAS) -> ModelVersion | None:
@@ -85,7 +96,7 @@ def get_champion(client: Any, model_name: str, alias: str = PRODUCTION_ALIAS) ->
     try:
         registered = client.get_registered_model(model_name)
     except MlflowException as exc:
-        if _is(exc, RESOURCE_DOES_NOT_EXIST):
+        if mlflow_error_is(exc, "RESOURCE_DOES_NOT_EXIST"):
             return None
         raise
     version = registered.aliases.get(alias)
@@ -110,7 +121,7 @@ def register_challenger(
     try:
         client.create_registered_model(model_name, description="Fish species classifier (fish-platform).")
     except MlflowException as exc:
-        if not _is(exc, RESOURCE_ALREADY_EXISTS):
+        if not mlflow_error_is(exc, "RESOURCE_ALREADY_EXISTS"):
             raise
     version_tags = {
         TAG_RUN_ID: run_id,
@@ -140,7 +151,7 @@ def champion_f1_on_split(
     recorded = champion.tags.get(f1_tag(fingerprint))
     if recorded is not None:
         return float(recorded), "recorded"
-    score = float(evaluate(f"models:/{model_name}/{champion.version}"))
+    score = float(evaluate(model_version_uri(model_name, champion.version)))
     client.set_model_version_tag(model_name, str(champion.version), f1_tag(fingerprint), f"{score:.6f}")
     return score, "evaluated"
 
@@ -219,6 +230,33 @@ def review_challenger(
     if decision.promote:
         promote(client, model_name, version, decision.reason, decision="promoted")
     return decision
+
+
+def register_and_review(
+    client: Any,
+    model_name: str,
+    model_uri: str,
+    *,
+    run_id: str,
+    model_id: str | None,
+    macro_f1: float,
+    fingerprint: str,
+    evaluate_champion: Callable[[str], float],
+    margin: float = DEFAULT_MARGIN,
+    tags: dict[str, str] | None = None,
+) -> Review:
+    """The promotion step: register the evaluated model, review it against the champion, report."""
+    registered = register_challenger(
+        client, model_name, model_uri, run_id=run_id, macro_f1=macro_f1, fingerprint=fingerprint,
+        model_id=model_id, tags=tags,
+    )
+    version = str(registered.version)
+    decision = review_challenger(
+        client, model_name, version, challenger_f1=macro_f1, fingerprint=fingerprint,
+        evaluate_champion=evaluate_champion, margin=margin,
+    )
+    champion = get_champion(client, model_name)
+    return Review(model_name, version, decision, str(champion.version) if champion is not None else None)
 
 
 def promote(

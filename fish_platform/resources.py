@@ -1,13 +1,13 @@
 """Dagster resources: every connection and setting the assets need.
 
-Values come from the environment through ``dg.EnvVar`` (read at launch, hidden in the UI)
-or from :mod:`fish_platform.settings`; changing from laptop to cloud is configuration only.
+Values come from :mod:`fish_platform.settings`; a value that came from the environment goes in as
+``dg.EnvVar`` (read at launch, hidden in the UI), so a URI carrying a password never shows. Changing
+from laptop to cloud is configuration only.
 """
 
-import os
+from typing import Any
 
 import dagster as dg
-from pydantic import PrivateAttr
 
 from fish_platform.data.layout import PlatformLayout
 from fish_platform.settings import PROFILE_DEFAULTS, ProfileDefaults, Settings, load_settings
@@ -23,8 +23,8 @@ class PlatformResource(dg.ConfigurableResource):
     data_uri: str
     s3_endpoint_url: str | None = None
     profile: str = "demo"
-    min_images_per_species: int = 0  # 0: the profile's default
-    dataset_retention: int = 3
+    min_images_per_species: int | None = None  # None: the profile's default
+    dataset_retention: int | None = None  # None: DatasetConfig's default
 
     @property
     def defaults(self) -> ProfileDefaults:
@@ -50,8 +50,6 @@ class MlflowResource(dg.ConfigurableResource):
     model_name: str = "fish-classifier"
     artifact_location: str | None = None
 
-    _experiment_id: str | None = PrivateAttr(default=None)
-
     def setup(self) -> str:
         """Point the mlflow module at our stores and return the experiment id."""
         import mlflow
@@ -67,7 +65,6 @@ class MlflowResource(dg.ConfigurableResource):
         else:
             experiment_id = experiment.experiment_id
         mlflow.set_experiment(experiment_id=experiment_id)
-        self._experiment_id = experiment_id
         return experiment_id
 
     def client(self):
@@ -88,16 +85,18 @@ def artifact_location_for(settings: Settings) -> str | None:
     return location if location.startswith("s3://") else f"file://{location}"
 
 
-def _setting(variable: str, default):
-    """``dg.EnvVar`` for a variable that is set (read at launch, hidden in the UI), else the default."""
-    return dg.EnvVar(variable) if os.environ.get(variable) else default
+def _setting(settings: Settings, name: str, value: Any) -> Any:
+    """``dg.EnvVar`` for a value that came from the environment (read at launch, hidden in the UI),
+    else ``value`` (an embedded default)."""
+    variable = settings.env_sources.get(name)
+    return dg.EnvVar(variable) if variable else value
 
 
 def default_mlflow_resource(settings: Settings | None = None) -> MlflowResource:
     settings = settings or load_settings()
     return MlflowResource(
-        tracking_uri=_setting("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri),
-        registry_uri=_setting("MLFLOW_REGISTRY_URI", settings.mlflow_registry_uri),
+        tracking_uri=_setting(settings, "mlflow_tracking_uri", settings.mlflow_tracking_uri),
+        registry_uri=_setting(settings, "mlflow_registry_uri", settings.mlflow_registry_uri),
         experiment_name=settings.mlflow_experiment,
         model_name=settings.model_name,
         artifact_location=artifact_location_for(settings),
@@ -152,23 +151,24 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
     settings = settings or load_settings()
     return {
         "platform": PlatformResource(
-            data_uri=_setting("FISH_DATA_URI", settings.data_uri),
-            s3_endpoint_url=_setting("FISH_S3_ENDPOINT_URL", settings.s3_endpoint_url),
+            data_uri=_setting(settings, "data_uri", settings.data_uri),
+            s3_endpoint_url=_setting(settings, "s3_endpoint_url", settings.s3_endpoint_url),
             profile=settings.profile,
-            dataset_retention=settings.dataset_retention,
+            dataset_retention=settings.pipeline.dataset_retention,
         ),
         "image_store": ImageStoreResource(
-            raw_uri=_setting("FISH_RAW_URI", settings.raw_uri),
-            s3_endpoint_url=_setting("FISH_S3_ENDPOINT_URL", settings.s3_endpoint_url),
+            raw_uri=_setting(settings, "raw_uri", settings.raw_uri),
+            s3_endpoint_url=_setting(settings, "s3_endpoint_url", settings.s3_endpoint_url),
         ),
-        "spark": SparkResource(master=_setting("FISH_SPARK_MASTER", settings.spark_master)),
+        "spark": SparkResource(master=_setting(settings, "spark_master", settings.pipeline.spark_master)),
         "mlflow": default_mlflow_resource(settings),
         "raw_sensor": RawSensorResource(
-            min_batch=settings.sensor_min_batch, quiet_seconds=settings.sensor_quiet_seconds
+            min_batch=settings.automation.sensor_min_batch,
+            quiet_seconds=settings.automation.sensor_quiet_seconds,
         ),
         "io_manager": io_manager_for(settings.data_uri, settings.s3_endpoint_url),
         "serving": ServingResource(
-            url=_setting("FISH_SERVING_URL", settings.serving_url),
-            max_lag_seconds=settings.serving_max_lag_seconds,
+            url=_setting(settings, "serving_url", settings.pipeline.serving_url),
+            max_lag_seconds=settings.pipeline.serving_max_lag_seconds,
         ),
     }

@@ -11,6 +11,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -21,10 +22,10 @@ from fish_platform.resources import ImageStoreResource, PlatformResource
 
 
 class RawSensorResource(dg.ConfigurableResource):
-    """Batching rules for the new-image sensor."""
+    """Batching rules for the new-image sensor (FISH_SENSOR_MIN_BATCH, FISH_SENSOR_QUIET_SECONDS)."""
 
-    min_batch: int = 1  # fewer new images than this wait for more
-    quiet_seconds: float = 30.0  # wait until no new file is younger than this (uploads settle)
+    min_batch: int  # fewer new images than this wait for more
+    quiet_seconds: float  # wait until no new file is younger than this (uploads settle)
 
 
 ACTIVE_STATUSES = [
@@ -42,19 +43,32 @@ def run_key_for(images: Iterable[RawImage]) -> str:
     return f"new-images-{digest.hexdigest()[:24]}"
 
 
-def evaluate_new_images(
+@dataclass(frozen=True)
+class Arrivals:
+    """One tick's look at the raw source: the new images, and why they should wait (if they should)."""
+
+    new: list[RawImage]
+    wait_reason: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.new) and self.wait_reason is None
+
+
+def find_new_images(
     listing: list[RawImage], known: set[str], rules: RawSensorResource, now: float
-) -> list[RawImage] | str:
-    """Decide on one tick: the new images to request, or a reason to skip."""
+) -> Arrivals:
+    """The images not in the manifest, and whether they are ready for a run (settled, enough of them)."""
     new = [image for image in listing if image.uri not in known]
     if not new:
-        return "no new images"
+        return Arrivals(new, "no new images")
     youngest = max(image.modified for image in new)
     if now - youngest < rules.quiet_seconds:
-        return f"{len(new)} new image(s), waiting {rules.quiet_seconds:.0f}s of quiet for uploads to settle"
+        wait = f"{len(new)} new image(s), waiting {rules.quiet_seconds:.0f}s of quiet for uploads to settle"
+        return Arrivals(new, wait)
     if len(new) < rules.min_batch:
-        return f"{len(new)} new image(s), waiting for a batch of {rules.min_batch}"
-    return new
+        return Arrivals(new, f"{len(new)} new image(s), waiting for a batch of {rules.min_batch}")
+    return Arrivals(new)
 
 
 def new_raw_images_sensor(
@@ -100,24 +114,25 @@ def tick(
         )
     layout = platform.layout
     listing = list(image_store.store().list_images())
-    decision = evaluate_new_images(
+    arrivals = find_new_images(
         listing, manifest_uris(layout.storage, layout.manifest_uri), raw_sensor, time.time()
     )
-    if isinstance(decision, str):
-        return dg.SkipReason(decision)
-    run_key = run_key_for(decision)
-    cursor = json.dumps({"last_run_key": run_key, "last_new_images": len(decision)})
-    species = sorted({image.species for image in decision})
+    if not arrivals.ready:
+        return dg.SkipReason(arrivals.wait_reason)
+    new = arrivals.new
+    run_key = run_key_for(new)
+    cursor = json.dumps({"last_run_key": run_key, "last_new_images": len(new)})
+    species = sorted({image.species for image in new})
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 run_key=run_key,
                 run_config=run_config or {},
-                tags={"fish/new_images": str(len(decision)), "fish/species": ",".join(species)[:200]},
+                tags={"fish/new_images": str(len(new)), "fish/species": ",".join(species)[:200]},
             )
         ],
         cursor=cursor,
     )
 
 
-new_raw_images = new_raw_images_sensor()
+new_raw_images = new_raw_images_sensor()  # with Dagster's defaults, for tests and notebooks

@@ -15,7 +15,7 @@ def test_definitions_load_with_every_asset_check_sensor_and_schedule(tmp_path, m
 
     import fish_platform.definitions as module
 
-    defs = importlib.reload(module).defs
+    defs = importlib.reload(module).defs()
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}

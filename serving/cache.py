@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fish_platform.logs import log_event
+from fish_platform.settings import ServingSettings
 from serving.config import redact_url
 
 log = logging.getLogger("serving.cache")
@@ -42,11 +43,23 @@ class CacheConfig:
     max_items: int = 10_000  # in-process LRU only
     socket_timeout_s: float = 0.05
     retry_after_s: float = 2.0
-    key_prefix: str = "fish:pred"
+
+    @classmethod
+    def from_settings(cls, settings: ServingSettings) -> CacheConfig:
+        return cls(
+            redis_url=settings.redis_url,
+            ttl_seconds=settings.cache_ttl_seconds,
+            max_items=settings.cache_max_items,
+            socket_timeout_s=settings.redis_timeout_seconds,
+        )
 
 
-def cache_key(model_name: str, model_version: str, image_sha256: str, prefix: str = "fish:pred") -> str:
-    return f"{prefix}:{model_name}:{model_version}:{image_sha256}"
+KEY_PREFIX = "fish:pred"
+
+
+def cache_key(model_name: str, model_version: str, image_sha256: str) -> str:
+    """One answer per model version and image content: a new version never sees an old answer."""
+    return f"{KEY_PREFIX}:{model_name}:{model_version}:{image_sha256}"
 
 
 class PredictionCache(Protocol):

@@ -25,13 +25,12 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from fish_platform.contract import PRODUCTION_ALIAS, mlflow_error_is, model_version_uri, top_k
 from fish_platform.imaging import resize_square
 from fish_platform.logs import log_event
 
 log = logging.getLogger("serving.inference")
 
-DEFAULT_ALIAS = "production"
-TOP_K = 3
 
 
 class Classifier(Protocol):
@@ -86,12 +85,6 @@ class AliasTarget:
     run_id: str | None = None
 
 
-def top_k(probs: np.ndarray, labels: Sequence[str], k: int = TOP_K) -> list[dict[str, Any]]:
-    """One row of probabilities -> the ``k`` most likely species, best first."""
-    order = np.argsort(-probs, kind="stable")[: min(k, len(labels))]
-    return [{"species": labels[i], "confidence": round(float(probs[i]), 6)} for i in order]
-
-
 def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
     """Resize an already-prepared uint8 image whose size is not the model's.
 
@@ -139,14 +132,10 @@ def configure_tf_threads(intra_op: int) -> None:
         log_event(log, "tensorflow threads not set", logging.WARNING, error=str(exc))
 
 
-def model_uri(model_name: str, version: str) -> str:
-    return f"models:/{model_name}/{version}"
-
-
 def _default_loader(uri: str) -> Classifier:
-    from fish_platform.ml.packaging import load_production  # TensorFlow only in the model process
+    from fish_platform.ml.packaging import load_classifier  # TensorFlow only in the model process
 
-    return load_production(uri)
+    return load_classifier(uri)
 
 
 def registry_loader(tracking_uri: str | None, registry_uri: str | None = None) -> Callable[[str], Classifier]:
@@ -174,7 +163,7 @@ class RegistryAlias:
     def __init__(
         self,
         model_name: str,
-        alias: str = DEFAULT_ALIAS,
+        alias: str = PRODUCTION_ALIAS,
         tracking_uri: str | None = None,
         registry_uri: str | None = None,
     ) -> None:
@@ -190,7 +179,7 @@ class RegistryAlias:
         try:
             mv = self._client.get_model_version_by_alias(self.model_name, self.alias)
         except MlflowException as exc:
-            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if mlflow_error_is(exc, "RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 return None
             raise
         return AliasTarget(version=str(mv.version), run_id=mv.run_id)
@@ -290,7 +279,7 @@ class ModelHolder:
 
     def _load_version(self, target: AliasTarget) -> ServedModel:
         started = time.perf_counter()
-        uri = model_uri(self.model_name, target.version)  # the resolved version, not a moving alias
+        uri = model_version_uri(self.model_name, target.version)  # the resolved version, not a moving alias
         model = self._load(uri)
         metadata = dict(getattr(model, "metadata", {}) or {})
         info = ModelInfo(

@@ -1,40 +1,42 @@
 """The fish species service: ``bentoml serve serving.service:FishService``.
 
-Two BentoML services in one graph (``bentoml serve`` runs each in its own process):
+This module is the BentoML adapter; the logic lives in plain modules. The path of one request:
 
-* :class:`FishService` (HTTP, port ``FISH_SERVE_PORT``): reads uploads, answers from the prediction
-  cache (:mod:`serving.cache`) or decodes the image with the platform's own
-  :func:`fish_platform.imaging.to_model_input` and asks the model, sharing one call among the
-  requests that arrive while its previous call is open (:mod:`serving.coalesce`); also serves the
-  page (``/``), its assets (``/static/``), ``GET /model``, ``/readyz`` with the model version, and
-  ``/metrics``.
-* :class:`FishModel` (internal, unix socket): holds the production model (:mod:`serving.inference`)
-  and exposes ``classify`` as a *batchable* API, so BentoML's adaptive batching merges the images of
-  concurrent requests into one model call. Images cross the process boundary as pickled uint8
-  arrays (BentoML uses pickle between services of one graph).
+1. ``serving.web.RequestGuard`` (ASGI middleware): ``/healthz`` and ``/readyz``, rejects bad uploads
+   before BentoML parses them (413 over the body limit, 400 not multipart, too many files), CORS and
+   security headers; ``/``, ``/static/`` and ``GET /model`` are the page app (``serving.web``).
+2. :class:`FishService` (HTTP, ``FISH_SERVE_PORT``): ``/predict`` and ``/predict_batch`` ask
+   :class:`serving.predictor.Predictor` to
+3. check and look each upload up in the prediction cache (``serving.cache``: Redis, or an in-process
+   LRU), and decode the misses with ``fish_platform.imaging.to_model_input`` (the dataset job's own
+   resize);
+4. send the arrays through ``serving.coalesce.Coalescer`` (one open call per batch of waiting
+   requests) to
+5. :class:`FishModel` (internal, unix socket): a *batchable* BentoML API, so adaptive batching merges
+   the images of concurrent requests into one call of
+6. ``serving.inference.ModelHolder``: the model the ``production`` alias points at (polled, swapped
+   without a restart) and its classify step (``classify_batch``: top-3 from ``fish_platform.contract``).
 
-Everything with logic lives in plain modules; the methods here only wire them together.
+Images cross the process boundary as pickled uint8 arrays (BentoML uses pickle between services of
+one graph). Settings: the ``serving`` section of ``fish_platform.settings``; BentoML reads the
+batching and worker settings when the classes below are decorated, so they are loaded at import.
+Metrics: ``serving.metrics`` (``/metrics``).
 """
 
 import asyncio
 import logging
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio.to_thread
 import bentoml
 import numpy as np
-from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
-from fish_platform.imaging import InvalidImage, sha256_hex, to_model_input
+from fish_platform.contract import model_alias_uri
 from fish_platform.logs import configure_logging, log_event
-from serving.cache import CacheConfig, build_cache, cache_key
-from serving.coalesce import Coalescer
+from serving.cache import CacheConfig, build_cache
 from serving.config import load_serving_config, redact_url
 from serving.inference import (
     ModelHolder,
@@ -44,51 +46,15 @@ from serving.inference import (
     registry_loader,
 )
 from serving.metrics import service_metrics
+from serving.predictor import Answer, ImageRejected, ModelUnavailable, Predictor, PreparedImage
+from serving.schemas import BatchItem, BatchResponse, PredictResponse
 from serving.web import RequestGuard, build_frontend_app, error_body, frontend_problem
 
 log = logging.getLogger("serving.service")
 
-# Adaptive batching. BentoML reads these when the class is decorated (so at import, from the
-# environment): images per model call, and the latency above which it sheds requests with a 503.
-MAX_BATCH_SIZE = int(os.environ.get("FISH_BATCH_MAX_SIZE") or 32)
-MAX_LATENCY_MS = int(os.environ.get("FISH_BATCH_MAX_LATENCY_MS") or 10_000)
-# HTTP parsing, validation, decoding and the cache run in the public service's workers; the model
-# runs once, in FishModel. More API workers help when request handling, not the model, is the limit.
-API_WORKERS = int(os.environ.get("FISH_API_WORKERS") or 1)
-# Model calls an API worker keeps open at once; images of requests that arrive meanwhile share the
-# next call (serving/coalesce.py), so the hop to the model process is paid per batch, not per image.
-MODEL_CALLS_IN_FLIGHT = 2
+SETTINGS = load_serving_config()  # BentoML reads batch size, latency and workers at decoration
 INFO_MAX_AGE_S = 1.0  # how stale the API process' view of the served version may be
-
-
-class Prediction(BaseModel):
-    species: str
-    confidence: float = Field(ge=0.0, le=1.0)
-
-
-class PredictResponse(BaseModel):
-    top3: list[Prediction]
-    model_name: str
-    model_version: str
-    cached: bool
-    latency_ms: float
-
-
-class BatchItem(BaseModel):
-    index: int
-    ok: bool
-    top3: list[Prediction] | None = None
-    model_version: str | None = None
-    cached: bool | None = None
-    error: str | None = None
-    reason: str | None = None
-
-
-class BatchResponse(BaseModel):
-    results: list[BatchItem]
-    model_name: str
-    model_version: str
-    latency_ms: float
+RETRY_SHORTLY = "the model is not available right now, retry shortly"
 
 
 @bentoml.service(
@@ -123,7 +89,7 @@ class FishModel:
         log_event(
             log,
             "model service starting",
-            model=f"models:/{config.model_name}@{config.alias}",
+            model=model_alias_uri(config.model_name, config.alias),
             tracking_uri=redact_url(config.tracking_uri),
             poll_s=config.poll_seconds,
         )
@@ -133,18 +99,24 @@ class FishModel:
     def __is_ready__(self) -> bool:
         return self.holder.current is not None
 
-    @bentoml.api(batchable=True, batch_dim=0, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
-    def classify(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=SETTINGS.batch_max_size,
+        max_latency_ms=SETTINGS.batch_max_latency_ms,
+    )
+    def classify(self, images: list[np.ndarray]) -> list[Answer]:
         """uint8 ``(h, w, 3)`` images -> one ``{model_name, model_version, top3}`` per image."""
         try:
-            results = self.holder.classify(images)
-        except ModelNotLoaded as exc:
-            return [{"error": "model_not_loaded", "detail": str(exc)} for _ in images]
+            answers = self.holder.classify(images)
+        except ModelNotLoaded as exc:  # the caller sees a 503 and answers model_not_loaded
+            raise bentoml.exceptions.ServiceUnavailable(str(exc)) from exc
         self.metrics.inference_batch_size.observe(len(images))
-        return results
+        return answers
 
     @bentoml.api
-    async def info(self) -> dict[str, Any]:
+    async def served_model(self) -> dict[str, Any]:
+        """The version this process serves (name, version, labels, image size), or why none."""
         served = self.holder.info
         if served is None:
             return {"loaded": False, "error": self.holder.last_error}
@@ -155,24 +127,11 @@ class FishModel:
         self.holder.stop()
 
 
-@dataclass
-class _Upload:
-    """One image on its way through a request: a cache hit, an array for the model, or an error."""
-
-    key: str | None = None
-    result: dict[str, Any] | None = None
-    cached: bool = False
-    array: np.ndarray | None = None
-    status: int = 200
-    reason: str | None = None
-    error: str | None = None
-
-
-async def _current_model_info() -> dict[str, Any]:
+async def _served_model() -> dict[str, Any]:
     service = bentoml.get_current_service()
     if service is None:
         return {"loaded": False, "error": "service starting"}
-    return await service.model_info()
+    return await service.served_model()
 
 
 async def _readiness() -> tuple[bool, dict[str, Any]]:
@@ -190,8 +149,12 @@ def _error(status: int, reason: str, message: str) -> JSONResponse:
     return JSONResponse(error_body(reason, message), status_code=status)
 
 
-@bentoml.service(name="fish_service", workers=API_WORKERS, traffic={"timeout": 60})
-@bentoml.asgi_app(build_frontend_app(_current_model_info), path="/")
+class _NoModel(Exception):
+    """No model is loaded in the model process (yet): 503 before any upload is read."""
+
+
+@bentoml.service(name="fish_service", workers=SETTINGS.api_workers, traffic={"timeout": 60})
+@bentoml.asgi_app(build_frontend_app(_served_model), path="/")
 class FishService:
     """Public HTTP API, page and probes."""
 
@@ -201,52 +164,54 @@ class FishService:
         configure_logging()
         self.config = load_serving_config()
         self.metrics = service_metrics()
-        self.cache = build_cache(
-            CacheConfig(
-                redis_url=self.config.redis_url,
-                ttl_seconds=self.config.cache_ttl_seconds,
-                max_items=self.config.cache_max_items,
-                socket_timeout_s=self.config.redis_timeout_seconds,
-            ),
-            on_event=self.metrics.cache_event,
+        self.cache = build_cache(CacheConfig.from_settings(self.config), on_event=self.metrics.cache_event)
+        self.predictor = Predictor(
+            self.config, self.cache, self._call_model, on_stale_version=self._forget_info
         )
-        self._info: dict[str, Any] = {"loaded": False, "error": "not asked yet"}
-        self._info_at = float("-inf")
-        self._info_lock = asyncio.Lock()
-        self._model_calls: Coalescer[np.ndarray, dict[str, Any]] = Coalescer(
-            self._call_model, max_in_flight=MODEL_CALLS_IN_FLIGHT, max_items=MAX_BATCH_SIZE
-        )
+        self._served_now: dict[str, Any] = {"loaded": False, "error": "not asked yet"}
+        self._served_at = float("-inf")
+        self._served_lock = asyncio.Lock()
         if problem := frontend_problem(self.config.frontend_dir):
             log_event(log, problem, logging.WARNING, frontend_dir=str(self.config.frontend_dir))
 
-    async def model_info(self) -> dict[str, Any]:
+    async def served_model(self) -> dict[str, Any]:
         """What the model process serves now (refreshed at most every INFO_MAX_AGE_S)."""
-        if time.monotonic() - self._info_at < INFO_MAX_AGE_S:
-            return self._info
-        async with self._info_lock:
-            if time.monotonic() - self._info_at >= INFO_MAX_AGE_S:
+        if time.monotonic() - self._served_at < INFO_MAX_AGE_S:
+            return self._served_now
+        async with self._served_lock:
+            if time.monotonic() - self._served_at >= INFO_MAX_AGE_S:
                 try:
-                    info = await self.model.to_async.info()
+                    served = await self.model.to_async.served_model()
                 except Exception as exc:  # noqa: BLE001 - the model process may be (re)starting
-                    info = {"loaded": False, "error": f"model service unreachable: {type(exc).__name__}"}
-                if info.get("model_version") != self._info.get("model_version") and info.get("loaded"):
+                    served = {"loaded": False, "error": f"model service unreachable: {type(exc).__name__}"}
+                moved = served.get("model_version") != self._served_now.get("model_version")
+                if moved and served.get("loaded"):
                     log_event(
                         log,
                         "serving model version",
-                        model_name=info.get("model_name"),
-                        version=info.get("model_version"),
+                        model_name=served.get("model_name"),
+                        version=served.get("model_version"),
                     )
-                self._info, self._info_at = info, time.monotonic()
-        return self._info
+                self._served_now, self._served_at = served, time.monotonic()
+        return self._served_now
+
+    def _forget_info(self) -> None:
+        self._served_at = float("-inf")  # the model moved on: refresh our view at the next request
+
+    async def _loaded_model(self) -> dict[str, Any]:
+        served = await self.served_model()
+        if not served.get("loaded"):
+            raise _NoModel(served.get("error") or "no production model loaded")
+        return served
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        info = await self.model_info()
-        if not info.get("loaded"):
-            return False, {"status": "not_ready", "reason": info.get("error") or "no model loaded"}
+        served = await self.served_model()
+        if not served.get("loaded"):
+            return False, {"status": "not_ready", "reason": served.get("error") or "no model loaded"}
         return True, {
             "status": "ready",
-            "model_name": info["model_name"],
-            "model_version": info["model_version"],
+            "model_name": served["model_name"],
+            "model_version": served["model_version"],
             "cache": self.cache.backend,
         }
 
@@ -257,80 +222,46 @@ class FishService:
     async def close_cache(self) -> None:
         await self.cache.close()
 
-    async def _take(self, path: Path, info: dict[str, Any]) -> _Upload:
-        """Size check, cache lookup, and (on a miss) decoding for one uploaded file."""
-        size = path.stat().st_size
-        if size > self.config.max_upload_bytes:
-            message = f"{size:,} bytes is over the limit of {self.config.max_upload_bytes:,} bytes per image"
-            return _Upload(status=413, reason="too_large", error=message)
-        data = path.read_bytes()
-        if not data:
-            return _Upload(status=400, reason="empty", error="the file has no bytes")
-        key = cache_key(info["model_name"], info["model_version"], sha256_hex(data))
-        if (hit := await self.cache.get(key)) is not None:
-            return _Upload(key=key, result=hit, cached=True)
-        try:
-            array = await anyio.to_thread.run_sync(
-                to_model_input, data, int(info["image_size"]), self.config.max_pixels
-            )
-        except InvalidImage as exc:
-            return _Upload(status=400, reason=exc.reason, error=str(exc))
-        return _Upload(key=key, array=array)
-
-    async def _call_model(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+    async def _call_model(self, images: list[np.ndarray]) -> list[Answer]:
         try:
             return await self.model.to_async.classify(images=images)
         except aiohttp.ClientConnectionError:  # a dropped connection: classify is safe to repeat
             return await self.model.to_async.classify(images=images)
 
-    async def _classify(self, uploads: list[_Upload], info: dict[str, Any]) -> str | None:
-        """Fill ``result`` of every upload with an array; returns an error reason if the model failed."""
-        pending = [u for u in uploads if u.array is not None]
-        if not pending:
-            return None
-        try:
-            results = await self._model_calls.submit([u.array for u in pending])
-        except Exception as exc:  # noqa: BLE001 - overloaded or restarting model process
-            log_event(log, "model call failed", logging.WARNING, error=f"{type(exc).__name__}: {exc}")
-            return "model_unavailable"
-        for upload, result in zip(pending, results, strict=True):
-            if "error" in result:
-                return str(result["error"])
-            upload.result = result
-            if result["model_version"] == info["model_version"]:  # a swap mid-request: don't cache
-                await self.cache.set(upload.key, result)
-            else:
-                self._info_at = float("-inf")  # the model moved on: refresh our view now
-        return None
+    def _rejected(self, rejected: ImageRejected) -> None:
+        self.metrics.invalid(rejected.reason)
+        log_event(log, "image rejected", logging.INFO, reason=rejected.reason, status=rejected.status)
 
-    def _rejected(self, upload: _Upload) -> None:
-        self.metrics.invalid(upload.reason or "invalid")
-        log_event(log, "image rejected", logging.INFO, reason=upload.reason, status=upload.status)
+    def _answered(self, image: PreparedImage) -> None:
+        if image.answer and image.answer.get("top3"):
+            self.metrics.predictions.labels(species=image.answer["top3"][0]["species"]).inc()
 
-    def _answered(self, result: dict[str, Any]) -> None:
-        if result.get("top3"):
-            self.metrics.predictions.labels(species=result["top3"][0]["species"]).inc()
+    def _unavailable(self, exc: ModelUnavailable) -> JSONResponse:
+        log_event(log, "model call failed", logging.WARNING, reason=exc.reason, error=exc.detail)
+        return _error(503, exc.reason, RETRY_SHORTLY)
 
     @bentoml.api(route="/predict")
     async def predict(self, file: Path) -> PredictResponse:
         """One image (multipart field ``file``) -> the three most likely species."""
         started = time.perf_counter()
-        info = await self.model_info()
-        if not info.get("loaded"):
-            return _error(503, "model_not_loaded", info.get("error") or "no production model loaded")
-        upload = await self._take(file, info)
-        if upload.error:
-            self._rejected(upload)
-            return _error(upload.status, upload.reason or "invalid", upload.error)
-        if failure := await self._classify([upload], info):
-            return _error(503, failure, "the model is not available right now, retry shortly")
-        assert upload.result is not None
-        self._answered(upload.result)
+        try:
+            served = await self._loaded_model()
+            image = await self.predictor.prepare(file, served)
+            await self.predictor.answer([image], served)
+        except _NoModel as exc:
+            return _error(503, "model_not_loaded", str(exc))
+        except ImageRejected as rejected:
+            self._rejected(rejected)
+            return _error(rejected.status, rejected.reason, rejected.message)
+        except ModelUnavailable as exc:
+            return self._unavailable(exc)
+        assert image.answer is not None
+        self._answered(image)
         return PredictResponse(
-            top3=upload.result["top3"],
-            model_name=upload.result.get("model_name", info["model_name"]),
-            model_version=upload.result["model_version"],
-            cached=upload.cached,
+            top3=image.answer["top3"],
+            model_name=image.answer.get("model_name", served["model_name"]),
+            model_version=image.answer["model_version"],
+            cached=image.cached,
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
@@ -341,32 +272,35 @@ class FishService:
         A bad image gets an error entry of its own; the others are still answered.
         """
         started = time.perf_counter()
-        info = await self.model_info()
-        if not info.get("loaded"):
-            return _error(503, "model_not_loaded", info.get("error") or "no production model loaded")
-        uploads = list(await asyncio.gather(*(self._take(path, info) for path in files)))
-        if failure := await self._classify(uploads, info):
-            return _error(503, failure, "the model is not available right now, retry shortly")
+        try:
+            served = await self._loaded_model()
+            prepared = await self.predictor.prepare_all(files, served)
+            await self.predictor.answer([p for p in prepared if isinstance(p, PreparedImage)], served)
+        except _NoModel as exc:
+            return _error(503, "model_not_loaded", str(exc))
+        except ModelUnavailable as exc:
+            return self._unavailable(exc)
         items: list[BatchItem] = []
-        for index, upload in enumerate(uploads):
-            if upload.result is None:
-                self._rejected(upload)
-                items.append(BatchItem(index=index, ok=False, error=upload.error, reason=upload.reason))
+        for index, image in enumerate(prepared):
+            if isinstance(image, ImageRejected):
+                self._rejected(image)
+                items.append(BatchItem(index=index, ok=False, error=image.message, reason=image.reason))
                 continue
-            self._answered(upload.result)
+            assert image.answer is not None
+            self._answered(image)
             items.append(
                 BatchItem(
                     index=index,
                     ok=True,
-                    top3=upload.result["top3"],
-                    model_version=upload.result["model_version"],
-                    cached=upload.cached,
+                    top3=image.answer["top3"],
+                    model_version=image.answer["model_version"],
+                    cached=image.cached,
                 )
             )
         return BatchResponse(
             results=items,
-            model_name=info["model_name"],
-            model_version=info["model_version"],
+            model_name=served["model_name"],
+            model_version=served["model_version"],
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 

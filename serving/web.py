@@ -232,7 +232,7 @@ def frontend_problem(frontend_dir: Path) -> str | None:
     return None
 
 
-def build_frontend_app(model_info: Callable[[], Awaitable[dict[str, Any]]]) -> Starlette:
+def build_frontend_app(served_model: Callable[[], Awaitable[dict[str, Any]]]) -> Starlette:
     """Page, page assets and ``GET /model``; only these routes, so BentoML's own stay reachable."""
 
     async def index(_: Request) -> Response:
@@ -259,8 +259,8 @@ def build_frontend_app(model_info: Callable[[], Awaitable[dict[str, Any]]]) -> S
         return FileResponse(target, headers={"cache-control": "public, max-age=86400"})
 
     async def model(_: Request) -> Response:
-        info = await model_info()
-        return JSONResponse(info, status_code=200 if info.get("loaded") else 503)
+        served = await served_model()
+        return JSONResponse(served, status_code=200 if served.get("loaded") else 503)
 
     return Starlette(
         routes=[

@@ -9,7 +9,7 @@ import dagster as dg
 
 from fish_platform.data.dataset import DatasetConfig, FishDataset, build_dataset
 from fish_platform.data.manifest import build_manifest, read_manifest
-from fish_platform.data.splits import SPLITS
+from fish_platform.data.splits import DEFAULT_FRACTIONS, SPLITS
 from fish_platform.pod_sizing import pod_tags
 from fish_platform.resources import ImageStoreResource, PlatformResource, SparkResource
 
@@ -60,12 +60,16 @@ def raw_fish_images(
 
 
 class FishDatasetConfig(dg.Config):
-    """How the Spark job prepares images. ``image_size`` 0 means the profile's default."""
+    """How the Spark job prepares images; unset (None) values take the defaults."""
 
-    image_size: int = 0
-    train_fraction: float = 0.8
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
+    image_size: int | None = None  # None: the profile's image size
+    train_fraction: float | None = None  # None: DEFAULT_FRACTIONS (0.8 / 0.1 / 0.1)
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+
+    def fractions(self) -> dict[str, float]:
+        given = {"train": self.train_fraction, "val": self.val_fraction, "test": self.test_fraction}
+        return {split: DEFAULT_FRACTIONS[split] if value is None else value for split, value in given.items()}
 
 
 @dg.asset(
@@ -88,10 +92,11 @@ def fish_dataset(
     complete, and old versions beyond the retention setting are pruned.
     """
     layout = platform.layout
+    retention = {} if platform.dataset_retention is None else {"retention": platform.dataset_retention}
     dataset_config = DatasetConfig(
-        image_size=config.image_size or platform.defaults.image_size,
-        fractions={"train": config.train_fraction, "val": config.val_fraction, "test": config.test_fraction},
-        retention=platform.dataset_retention,
+        image_size=platform.defaults.image_size if config.image_size is None else config.image_size,
+        fractions=config.fractions(),
+        **retention,
     )
     session = spark.session(context.run_id)
     context.log.info(f"Spark session on {session.sparkContext.master}")
@@ -164,7 +169,9 @@ def every_species_in_every_split(fish_dataset: FishDataset) -> dg.AssetCheckResu
 
 @dg.asset_check(asset=fish_dataset, blocking=True, description="Enough images per species.")
 def minimum_images_per_species(fish_dataset: FishDataset, platform: PlatformResource) -> dg.AssetCheckResult:
-    minimum = platform.min_images_per_species or platform.defaults.min_images_per_species
+    minimum = platform.min_images_per_species
+    if minimum is None:
+        minimum = platform.defaults.min_images_per_species
     totals = {
         species: sum(counts[species] for counts in fish_dataset.split_counts.values())
         for species in fish_dataset.labels

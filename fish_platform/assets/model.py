@@ -1,70 +1,54 @@
 """Model assets: train the classifier, evaluate it, and promote it in the MLflow registry.
 
-Thin adapters over :mod:`fish_platform.ml` and :mod:`fish_platform.registry`: they read config and
-resources, forward progress to the Dagster log, and turn results into metadata. Every asset
-returns a small dict (run id, model URI, scores), never the Keras model.
+Thin adapters over :mod:`fish_platform.ml` and :mod:`fish_platform.registry`: each reads its config
+(an overlay on the domain config, :mod:`fish_platform.assets.config`), calls one domain function,
+forwards progress to the Dagster log, and returns the domain's typed result. Metadata is what the UI
+shows of that result; downstream assets and checks read the result itself. Assets never pass the
+Keras model around: the model lives in MLflow.
 No ``from __future__ import annotations`` here: Dagster resolves config and resource types from
 the real annotations.
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 
+from fish_platform.assets.config import overlay, overrides
 from fish_platform.data.dataset import FishDataset
-from fish_platform.ml.config import TrainConfig
+from fish_platform.ml.config import EvaluationConfig, PromotionConfig, TrainConfig, with_overrides
+from fish_platform.ml.evaluate import Evaluation
 from fish_platform.ml.plots import markdown_image
+from fish_platform.ml.tracking import TrainingRun
 from fish_platform.ml.train import EpochRecord
 from fish_platform.pod_sizing import pod_tags
+from fish_platform.registry import Review
 from fish_platform.resources import MlflowResource, PlatformResource
 from fish_platform.settings import load_settings
 
 MODEL_GROUP = "model"
-TRAINING_POD = pod_tags("training", load_settings().train_gpus)  # FISH_TRAIN_GPUS: a GPU node, or none
+# Step pods are sized when the assets are defined; FISH_TRAIN_GPUS puts training on a GPU node.
+TRAINING_POD = pod_tags("training", load_settings().pipeline.train_gpus)
 # A model below this share of the way from chance to perfect has not learned (from-scratch training
 # can look trained while predicting one class: see docs/training.md).
 MIN_SKILL = 0.25
 
+FishClassifierConfig = overlay(
+    TrainConfig,
+    "FishClassifierConfig",
+    "Training settings; unset values take the platform profile's defaults (demo/production). "
+    "image_size, when set, must equal the dataset's.",
+)
+ModelEvaluationConfig = overlay(EvaluationConfig, "ModelEvaluationConfig", "How the model is scored.")
+ProductionModelConfig = overlay(PromotionConfig, "ProductionModelConfig", "When a challenger is promoted.")
 
-class FishClassifierConfig(dg.Config):
-    """Training settings. Unset (None) values take the platform profile's defaults (demo/production)."""
 
-    variant: str | None = None  # EfficientNet B0..B7
-    image_size: int = 0  # 0: the dataset's image size; otherwise it must equal it
-    weights: str | None = None  # "imagenet", "none" or a path to a weights file
-    epochs_head: int | None = None
-    epochs_finetune: int | None = None
-    batch_size: int | None = None
-    lr_head: float | None = None
-    lr_finetune: float | None = None
-    seed: int = 0
-    fine_tune_layers: int = 40
-    patience: int | None = None
-    augment: bool = True
-    bn_momentum: float | None = None  # None: 0.9 when training from scratch
+@dataclass(frozen=True)
+class EvaluatedModel:
+    """``model_evaluation``'s output: the trained model and its scores on one split."""
 
-    def to_train_config(self, profile: str, dataset_image_size: int) -> TrainConfig:
-        if self.image_size and self.image_size != dataset_image_size:
-            raise dg.Failure(
-                f"image_size {self.image_size} differs from the dataset's {dataset_image_size}; "
-                "rebuild fish_dataset at that size or leave image_size at 0"
-            )
-        return TrainConfig.from_profile(
-            profile,
-            variant=self.variant,
-            image_size=dataset_image_size,
-            weights=self.weights,
-            epochs_head=self.epochs_head,
-            epochs_finetune=self.epochs_finetune,
-            batch_size=self.batch_size,
-            lr_head=self.lr_head,
-            lr_finetune=self.lr_finetune,
-            seed=self.seed,
-            fine_tune_layers=self.fine_tune_layers,
-            patience=self.patience,
-            augment=self.augment,
-            bn_momentum=self.bn_momentum,
-        )
+    model: TrainingRun
+    evaluation: Evaluation
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
@@ -74,10 +58,26 @@ def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri}  ->  /#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _link_metadata(tracking_uri: str, experiment_id: str, run_id: str) -> dict[str, Any]:
-    link = run_link(tracking_uri, experiment_id, run_id)
+def _run_metadata(tracking_uri: str, run: TrainingRun) -> dict[str, Any]:
+    link = run_link(tracking_uri, run.experiment_id, run.run_id)
     value = dg.MetadataValue.url(link) if link.startswith("http") else dg.MetadataValue.text(link)
-    return {"mlflow_run_id": run_id, "mlflow_run": value}
+    return {"mlflow_run_id": run.run_id, "mlflow_run": value}
+
+
+def _score(value: float) -> dg.FloatMetadataValue:
+    return dg.FloatMetadataValue(round(value, 4))
+
+
+def training_config(config: dg.Config, profile: str, dataset: FishDataset) -> TrainConfig:
+    """The profile's training defaults, with the run's overrides, at the dataset's image size."""
+    requested = overrides(config)
+    size = requested.pop("image_size", None)
+    if size is not None and size != dataset.image_size:
+        raise dg.Failure(
+            f"image_size {size} differs from the dataset's {dataset.image_size}; "
+            "rebuild fish_dataset at that size or leave image_size unset"
+        )
+    return TrainConfig.from_profile(profile, image_size=dataset.image_size, **requested)
 
 
 @dg.asset(group_name=MODEL_GROUP, kinds={"tensorflow", "mlflow"}, op_tags=TRAINING_POD)
@@ -87,12 +87,12 @@ def fish_classifier(
     fish_dataset: FishDataset,
     platform: PlatformResource,
     mlflow: MlflowResource,
-) -> dg.Output[dict]:
+) -> dg.Output[TrainingRun]:
     """Keras EfficientNet trained on the dataset's train split, logged to MLflow as a pyfunc model."""
     from fish_platform.ml.tracking import train_and_log
 
     mlflow.setup()
-    train_config = config.to_train_config(platform.profile, fish_dataset.image_size)
+    train_config = training_config(config, platform.profile, fish_dataset)
     context.log.info(f"training with {train_config}")
 
     def on_epoch(record: EpochRecord) -> None:
@@ -107,9 +107,10 @@ def fish_classifier(
         on_epoch=on_epoch,
     )
     return dg.Output(
-        {**run.summary(), "dataset_version": fish_dataset.version.version_id},
+        run,
         metadata={
-            **_link_metadata(mlflow.tracking_uri, run.experiment_id, run.run_id),
+            **_run_metadata(mlflow.tracking_uri, run),
+            "dataset_version": fish_dataset.version.version_id,
             "model_uri": run.model_uri,
             "variant": run.variant,
             "weights": run.weights,
@@ -117,8 +118,8 @@ def fish_classifier(
             "species": len(run.labels),
             "epochs_run": run.epochs_run,
             "best_epoch": run.best_epoch,
-            "best_val_accuracy": dg.FloatMetadataValue(round(run.best_val_accuracy, 4)),
-            "best_val_loss": dg.FloatMetadataValue(round(run.best_val_loss, 4)),
+            "best_val_accuracy": _score(run.best_val_accuracy),
+            "best_val_loss": _score(run.best_val_loss),
             "train_duration_s": round(run.duration_s, 1),
             "train_images_per_s": round(run.train_images_per_s, 1),
             "training_curves": dg.MetadataValue.md(markdown_image(run.curves_png, "training curves")),
@@ -126,64 +127,34 @@ def fish_classifier(
     )
 
 
-class ModelEvaluationConfig(dg.Config):
-    split: str = "test"
-    batch_size: int = 32
-    latency_calls: int = 20  # single-image calls timed for the batch-1 latency
-    sample_predictions: int = 8  # images whose top-1 is kept for consistency checks
-
-
 @dg.asset(group_name=MODEL_GROUP, kinds={"tensorflow", "mlflow"}, op_tags=TRAINING_POD)
 def model_evaluation(
     context: dg.AssetExecutionContext,
     config: ModelEvaluationConfig,
-    fish_classifier: dict,
+    fish_classifier: TrainingRun,
     fish_dataset: FishDataset,
     mlflow: MlflowResource,
-) -> dg.Output[dict]:
+) -> dg.Output[EvaluatedModel]:
     """The logged model scored on the test split: accuracy, macro-F1, top-3, per species, latency."""
     from fish_platform.ml.tracking import evaluate_and_log
 
     mlflow.setup()
-    evaluation, confusion_png = evaluate_and_log(
-        fish_classifier["run_id"],
-        fish_classifier["model_uri"],
-        fish_dataset.version,
-        split=config.split,
-        model_id=fish_classifier.get("model_id"),
-        batch_size=config.batch_size,
-        latency_calls=config.latency_calls,
-        sample_predictions=config.sample_predictions,
-    )
+    evaluation_config = with_overrides(EvaluationConfig(), overrides(config))
+    evaluation, confusion_png = evaluate_and_log(fish_classifier, fish_dataset.version, evaluation_config)
     context.log.info(
-        f"{config.split}: accuracy {evaluation.accuracy:.4f}, macro-F1 {evaluation.macro_f1:.4f}, "
+        f"{evaluation.split}: accuracy {evaluation.accuracy:.4f}, macro-F1 {evaluation.macro_f1:.4f}, "
         f"top-3 {evaluation.top3_accuracy:.4f} on {evaluation.n_images} images"
     )
-    latency = {k: round(v, 2) for k, v in evaluation.latency.items()}
-    link = _link_metadata(mlflow.tracking_uri, fish_classifier["experiment_id"], fish_classifier["run_id"])
     return dg.Output(
-        {
-            "run_id": fish_classifier["run_id"],
-            "model_uri": fish_classifier["model_uri"],
-            "model_id": fish_classifier.get("model_id"),
-            "split": config.split,
-            "fingerprint": evaluation.fingerprint,
-            "labels": evaluation.labels,
-            "n_images": evaluation.n_images,
-            "accuracy": evaluation.accuracy,
-            "macro_f1": evaluation.macro_f1,
-            "top3_accuracy": evaluation.top3_accuracy,
-            "per_class": evaluation.per_class,
-            "latency": latency,
-            "predictions": evaluation.predictions,
-        },
+        EvaluatedModel(fish_classifier, evaluation),
         metadata={
-            **link,
+            **_run_metadata(mlflow.tracking_uri, fish_classifier),
+            "split": evaluation.split,
             "images": evaluation.n_images,
-            "accuracy": dg.FloatMetadataValue(round(evaluation.accuracy, 4)),
-            "macro_f1": dg.FloatMetadataValue(round(evaluation.macro_f1, 4)),
-            "top3_accuracy": dg.FloatMetadataValue(round(evaluation.top3_accuracy, 4)),
-            **latency,
+            "accuracy": _score(evaluation.accuracy),
+            "macro_f1": _score(evaluation.macro_f1),
+            "top3_accuracy": _score(evaluation.top3_accuracy),
+            **{name: round(value, 2) for name, value in evaluation.latency.items()},
             "split_fingerprint": evaluation.fingerprint[:16],
             "per_species": dg.MetadataValue.md(evaluation.per_class_markdown()),
             "confusion_matrix": dg.MetadataValue.md(markdown_image(confusion_png, "confusion matrix")),
@@ -196,15 +167,16 @@ def model_evaluation(
     blocking=True,
     description=f"Test accuracy is at least {MIN_SKILL:.0%} of the way from chance to perfect.",
 )
-def model_beats_chance(model_evaluation: dict) -> dg.AssetCheckResult:
+def model_beats_chance(model_evaluation: EvaluatedModel) -> dg.AssetCheckResult:
     """Stops promotion of a model that only looks trained (e.g. one class for every image)."""
-    chance = 1.0 / len(model_evaluation["labels"])
+    evaluation = model_evaluation.evaluation
+    chance = 1.0 / len(evaluation.labels)
     required = chance + MIN_SKILL * (1.0 - chance)
-    recalls = [row["recall"] for row in model_evaluation["per_class"]]
+    recalls = [row["recall"] for row in evaluation.per_class]
     return dg.AssetCheckResult(
-        passed=model_evaluation["accuracy"] >= required,
+        passed=evaluation.accuracy >= required,
         metadata={
-            "accuracy": round(model_evaluation["accuracy"], 4),
+            "accuracy": round(evaluation.accuracy, 4),
             "required": round(required, 4),
             "chance": round(chance, 4),
             "species_never_recognised": sum(1 for r in recalls if r == 0.0),
@@ -212,72 +184,47 @@ def model_beats_chance(model_evaluation: dict) -> dg.AssetCheckResult:
     )
 
 
-class ProductionModelConfig(dg.Config):
-    margin: float = 0.01  # macro-F1 a challenger must gain over the champion to replace it
-
-
 @dg.asset(group_name=MODEL_GROUP, kinds={"mlflow"}, op_tags=pod_tags("training"))
 def production_model(
     context: dg.AssetExecutionContext,
     config: ProductionModelConfig,
-    model_evaluation: dict,
+    model_evaluation: EvaluatedModel,
     fish_dataset: FishDataset,
     mlflow: MlflowResource,
-) -> dg.Output[dict]:
+) -> dg.Output[Review]:
     """Register the evaluated model; move the ``production`` alias to it only if it beats the champion."""
     from fish_platform.ml.tracking import champion_scorer
-    from fish_platform.registry import PRODUCTION_ALIAS, get_champion, register_challenger, review_challenger
+    from fish_platform.registry import register_and_review
 
     mlflow.setup()
-    client = mlflow.client()
-    name = mlflow.model_name
-    registered = register_challenger(
-        client,
-        name,
-        model_evaluation["model_uri"],
-        run_id=model_evaluation["run_id"],
-        macro_f1=model_evaluation["macro_f1"],
-        fingerprint=model_evaluation["fingerprint"],
-        model_id=model_evaluation.get("model_id"),
+    evaluation = model_evaluation.evaluation
+    review = register_and_review(
+        mlflow.client(),
+        mlflow.model_name,
+        model_evaluation.model.model_uri,
+        run_id=model_evaluation.model.run_id,
+        model_id=model_evaluation.model.model_id,
+        macro_f1=evaluation.macro_f1,
+        fingerprint=evaluation.fingerprint,
+        evaluate_champion=champion_scorer(fish_dataset.version, evaluation.split),
+        margin=with_overrides(PromotionConfig(), overrides(config)).margin,
         tags={"dagster.run_id": context.run_id},
     )
-    version = str(registered.version)
-    decision = review_challenger(
-        client,
-        name,
-        version,
-        challenger_f1=model_evaluation["macro_f1"],
-        fingerprint=model_evaluation["fingerprint"],
-        evaluate_champion=champion_scorer(fish_dataset.version, model_evaluation["split"]),
-        margin=config.margin,
-    )
-    champion = get_champion(client, name)
-    production_version = str(champion.version) if champion is not None else None
-    context.log.info(f"{name} v{version}: {decision.label} ({decision.reason})")
+    decision = review.decision
+    context.log.info(f"{review.model_name} v{review.version}: {decision.label} ({decision.reason})")
     return dg.Output(
-        {
-            "model_name": name,
-            "version": version,
-            "promoted": decision.promote,
-            "decision": decision.label,
-            "reason": decision.reason,
-            "challenger_macro_f1": decision.challenger_f1,
-            "champion_version": decision.champion_version,
-            "champion_macro_f1": decision.champion_f1,
-            "production_version": production_version,
-            "production_uri": f"models:/{name}@{PRODUCTION_ALIAS}",
-        },
+        review,
         metadata={
-            "model_name": name,
-            "registered_version": version,
+            "model_name": review.model_name,
+            "registered_version": review.version,
             "decision": decision.label,
             "reason": decision.reason,
             "challenger_macro_f1": round(decision.challenger_f1, 4),
             "champion_version": decision.champion_version or "none",
             "champion_macro_f1": "n/a" if decision.champion_f1 is None else round(decision.champion_f1, 4),
             "champion_score_source": decision.champion_f1_source,
-            "production_version": production_version or "none",
-            "production_uri": f"models:/{name}@{PRODUCTION_ALIAS}",
+            "production_version": review.production_version or "none",
+            "production_uri": review.production_uri,
         },
     )
 
@@ -286,20 +233,22 @@ def production_model(
     asset=production_model,
     description="The production alias follows the decision: the challenger if promoted, else the champion.",
 )
-def production_alias_follows_decision(production_model: dict, mlflow: MlflowResource) -> dg.AssetCheckResult:
+def production_alias_follows_decision(
+    production_model: Review, mlflow: MlflowResource
+) -> dg.AssetCheckResult:
     from fish_platform.registry import get_champion
 
-    champion = get_champion(mlflow.client(), production_model["model_name"])
+    champion = get_champion(mlflow.client(), production_model.model_name)
     actual = str(champion.version) if champion is not None else None
-    promoted = production_model["promoted"]
-    expected = production_model["version"] if promoted else production_model["champion_version"]
+    decision = production_model.decision
+    expected = production_model.version if decision.promote else decision.champion_version
     return dg.AssetCheckResult(
         passed=actual is not None and actual == expected,
         metadata={
             "alias_version": actual or "none",
             "expected_version": expected or "none",
-            "decision": production_model["decision"],
-            "reason": production_model["reason"],
+            "decision": decision.label,
+            "reason": decision.reason,
         },
     )
 

@@ -50,7 +50,7 @@ UNCACHED_REASONS = frozenset({"read_error", "too_many_pixels"})
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    image_size: int = 128
+    image_size: int  # pixels of the square images (the profile's ``image_size`` in the graph)
     fractions: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FRACTIONS))
     max_pixels: int = DEFAULT_MAX_PIXELS
     partitions: int | None = None  # default: Spark's default parallelism x 4
@@ -313,7 +313,7 @@ def build_dataset(
     manifest: pd.DataFrame,
     raw_uri: str,
     layout: PlatformLayout,
-    config: DatasetConfig = DatasetConfig(),
+    config: DatasetConfig,
     raw_endpoint: str | None = None,
     run_id: str | None = None,
     log: Callable[[str], None] = lambda message: None,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
+
+from fish_platform.settings import export_spark_env
+from fish_platform.settings import java_home as configured_java_home
 
 JAVA_HELP = (
     "Java 17 (or 21) is required for PySpark but was not found: install it "
@@ -17,9 +19,12 @@ class JavaNotFoundError(RuntimeError):
     pass
 
 
-def java_version() -> str:
-    """The ``java -version`` banner, or raise :class:`JavaNotFoundError` with one clear line."""
-    java_home = os.environ.get("JAVA_HOME")
+def java_version(java_home: str | None = None) -> str:
+    """The ``java -version`` banner, or raise :class:`JavaNotFoundError` with one clear line.
+
+    ``java_home`` defaults to ``JAVA_HOME`` from the settings; without it, ``java`` on PATH.
+    """
+    java_home = java_home or configured_java_home()
     java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
     if not java or not os.path.exists(java):
         raise JavaNotFoundError(JAVA_HELP)
@@ -34,16 +39,13 @@ def java_version() -> str:
 def build_spark_session(master: str = "local[*]", app_name: str = "fish-platform", conf: dict | None = None):
     """Create (or reuse) a SparkSession.
 
-    In local mode the workers must run this virtualenv's interpreter, otherwise they start
-    ``python3`` from PATH and fail on missing packages.
+    In local mode the workers must run this virtualenv's interpreter (see
+    :func:`fish_platform.settings.export_spark_env`).
     """
     java_version()
     from pyspark.sql import SparkSession
 
-    if master.startswith("local"):
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # one machine: stay on loopback
+    export_spark_env(master)
     builder = (
         SparkSession.builder.master(master)
         .appName(app_name)

@@ -60,6 +60,8 @@ class SpeciesStyle:
     shape: str = "fish"  # fish or shrimp
 
 
+# One species per entry: the table reads better than one argument per line.
+# fmt: off
 SPECIES_STYLES: tuple[SpeciesStyle, ...] = (
     SpeciesStyle("Red Mullet", back=(170, 40, 45), body=(215, 85, 80), belly=(245, 190, 170),
                  fin=(235, 170, 60), height=0.30, peak=0.6, bluntness=0.6, tail="forked"),
@@ -97,6 +99,7 @@ SPECIES_STYLES: tuple[SpeciesStyle, ...] = (
                  fin=(200, 60, 150), pattern=("hstripes",), pattern_color=(210, 70, 170),
                  height=0.27, peak=0.5, bluntness=0.8, tail="rounded"),
 )
+# fmt: on
 PATTERNS = ("hstripes", "vbands", "spots", "lateral", "headband")
 TAILS = ("forked", "lunate", "rounded", "truncate")
 
@@ -191,20 +194,38 @@ def _tail_polygon(kind: str, x0: float, cy: float, length: float, height: float,
     if kind == "forked":
         return [(x0, cy - ped), (x0 - tl, cy - th), (x0 - tl * 0.55, cy), (x0 - tl, cy + th), (x0, cy + ped)]
     if kind == "lunate":
-        return [(x0, cy - ped), (x0 - tl * 1.1, cy - th * 1.1), (x0 - tl * 0.45, cy - th * 0.2),
-                (x0 - tl * 0.3, cy), (x0 - tl * 0.45, cy + th * 0.2), (x0 - tl * 1.1, cy + th * 1.1),
-                (x0, cy + ped)]
+        return [
+            (x0, cy - ped),
+            (x0 - tl * 1.1, cy - th * 1.1),
+            (x0 - tl * 0.45, cy - th * 0.2),
+            (x0 - tl * 0.3, cy),
+            (x0 - tl * 0.45, cy + th * 0.2),
+            (x0 - tl * 1.1, cy + th * 1.1),
+            (x0, cy + ped),
+        ]
     if kind == "rounded":
-        fan = [(x0 - tl * 0.3 - tl * 0.7 * math.cos(a), cy + th * 0.9 * math.sin(a))
-               for a in np.linspace(-math.pi / 2, math.pi / 2, 9)]
+        fan = [
+            (x0 - tl * 0.3 - tl * 0.7 * math.cos(a), cy + th * 0.9 * math.sin(a))
+            for a in np.linspace(-math.pi / 2, math.pi / 2, 9)
+        ]
         return [(x0, cy - ped), *fan, (x0, cy + ped)]
     # truncate: a straight-edged fan
-    return [(x0, cy - ped), (x0 - tl, cy - th * 0.85), (x0 - tl * 0.95, cy), (x0 - tl, cy + th * 0.85),
-            (x0, cy + ped)]
+    return [
+        (x0, cy - ped),
+        (x0 - tl, cy - th * 0.85),
+        (x0 - tl * 0.95, cy),
+        (x0 - tl, cy + th * 0.85),
+        (x0, cy + ped),
+    ]
 
 
-def _draw_pattern(draw: ImageDraw.ImageDraw, style: SpeciesStyle, rng: np.random.Generator,
-                  box: tuple[float, float, float, float], color: RGB) -> None:
+def _draw_pattern(
+    draw: ImageDraw.ImageDraw,
+    style: SpeciesStyle,
+    rng: np.random.Generator,
+    box: tuple[float, float, float, float],
+    color: RGB,
+) -> None:
     left, top, right, bottom = box
     length, height = right - left, bottom - top
     cy = (top + bottom) / 2
@@ -216,8 +237,9 @@ def _draw_pattern(draw: ImageDraw.ImageDraw, style: SpeciesStyle, rng: np.random
         elif pattern == "vbands":
             for k in range(3):
                 x = left + length * (0.3 + 0.23 * k)
-                draw.line([(x, top), (x + length * 0.04, bottom)], fill=color,
-                          width=max(2, int(length * 0.07)))
+                draw.line(
+                    [(x, top), (x + length * 0.04, bottom)], fill=color, width=max(2, int(length * 0.07))
+                )
         elif pattern == "spots":
             for _ in range(int(rng.integers(18, 34))):
                 x = left + length * rng.uniform(0.1, 0.85)
@@ -226,8 +248,11 @@ def _draw_pattern(draw: ImageDraw.ImageDraw, style: SpeciesStyle, rng: np.random
                 draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
         elif pattern == "lateral":
             band = _jitter(style.accent, rng, 8.0) if style.accent else color
-            draw.line([(left, cy), (right - length * 0.12, cy - height * 0.06)], fill=band,
-                      width=max(2, int(height * 0.11)))
+            draw.line(
+                [(left, cy), (right - length * 0.12, cy - height * 0.06)],
+                fill=band,
+                width=max(2, int(height * 0.11)),
+            )
         elif pattern == "headband":
             x = left + length * 0.8
             draw.line([(x, top), (x - length * 0.02, cy)], fill=color, width=max(2, int(length * 0.045)))
@@ -256,31 +281,56 @@ def _draw_fish(style: SpeciesStyle, rng: np.random.Generator, length: float) -> 
     draw.polygon(_tail_polygon(style.tail, x0 + 2 * ss, cy, tail_len, height * 0.9, ped), fill=tail_color)
     # dorsal and anal fins sit behind the body
     d0, d1 = int(24 * 0.35), int(24 * 0.68)
-    draw.polygon([top[d0], (top[(d0 + d1) // 2][0] - body_len * 0.05, top[(d0 + d1) // 2][1] - fin_h),
-                  (top[d1][0], top[d1][1] - fin_h * 0.3), top[d1]], fill=fin)
+    draw.polygon(
+        [
+            top[d0],
+            (top[(d0 + d1) // 2][0] - body_len * 0.05, top[(d0 + d1) // 2][1] - fin_h),
+            (top[d1][0], top[d1][1] - fin_h * 0.3),
+            top[d1],
+        ],
+        fill=fin,
+    )
     a0, a1 = 4, 9
-    draw.polygon([bottom[a0], (bottom[a0][0] + body_len * 0.03, bottom[a0][1] + fin_h * 0.6), bottom[a1]],
-                 fill=fin)
+    draw.polygon(
+        [bottom[a0], (bottom[a0][0] + body_len * 0.03, bottom[a0][1] + fin_h * 0.6), bottom[a1]], fill=fin
+    )
 
     body_top, body_bottom = cy - height / 2, cy + height / 2 * belly
-    shade = _vertical_gradient(width_px, height_px, [
-        (body_top / height_px, _jitter(style.back, rng)),
-        (cy / height_px, _jitter(style.body, rng)),
-        (body_bottom / height_px, _jitter(style.belly, rng)),
-    ])
-    _draw_pattern(ImageDraw.Draw(shade), style, rng, (x0, body_top, x0 + body_len, body_bottom),
-                  _jitter(style.pattern_color, rng, 8.0))
+    shade = _vertical_gradient(
+        width_px,
+        height_px,
+        [
+            (body_top / height_px, _jitter(style.back, rng)),
+            (cy / height_px, _jitter(style.body, rng)),
+            (body_bottom / height_px, _jitter(style.belly, rng)),
+        ],
+    )
+    _draw_pattern(
+        ImageDraw.Draw(shade),
+        style,
+        rng,
+        (x0, body_top, x0 + body_len, body_bottom),
+        _jitter(style.pattern_color, rng, 8.0),
+    )
     mask = Image.new("L", canvas.size, 0)
     ImageDraw.Draw(mask).polygon(top + bottom[::-1], fill=255)
     canvas.paste(shade, (0, 0), mask)
 
     # gill line, pectoral fin and eye on top of the body
     gx = x0 + body_len * 0.78
-    draw.arc([gx - height * 0.25, cy - height * 0.3, gx, cy + height * 0.3], -70, 70,
-             fill=_jitter(style.back, rng), width=max(1, ss))
+    draw.arc(
+        [gx - height * 0.25, cy - height * 0.3, gx, cy + height * 0.3],
+        -70,
+        70,
+        fill=_jitter(style.back, rng),
+        width=max(1, ss),
+    )
     px, py = x0 + body_len * 0.7, cy + height * 0.12
-    pectoral = [(px, py), (px - body_len * 0.12, py + height * 0.05),
-                (px - body_len * 0.1, py + height * 0.18)]
+    pectoral = [
+        (px, py),
+        (px - body_len * 0.12, py + height * 0.05),
+        (px - body_len * 0.1, py + height * 0.18),
+    ]
     draw.polygon(pectoral, fill=fin)
     ex, ey, er = x0 + body_len * 0.88, cy - height * 0.1, max(height * 0.07, 1.5 * ss)
     draw.ellipse([ex - er, ey - er, ex + er, ey + er], fill=(240, 240, 235))
@@ -311,8 +361,9 @@ def _draw_shrimp(style: SpeciesStyle, rng: np.random.Generator, length: float) -
         x, y = points[k]
         draw.line([(x, y), (x + size * 0.03, y + r0 * 1.4)], fill=fin, width=2 * ss)
     tx, ty = points[-1]
-    draw.polygon([(tx, ty - r0 * 0.2), (tx - size * 0.05, ty + r0 * 1.6), (tx + size * 0.12, ty + r0 * 1.5)],
-                 fill=fin)
+    draw.polygon(
+        [(tx, ty - r0 * 0.2), (tx - size * 0.05, ty + r0 * 1.6), (tx + size * 0.12, ty + r0 * 1.5)], fill=fin
+    )
     for k in reversed(range(segments)):
         x, y = points[k]
         r = r0 * (1 - 0.55 * k / segments)
@@ -367,8 +418,9 @@ def render_image(style: SpeciesStyle, rng: np.random.Generator, size: tuple[int,
     fish = fish.rotate(float(rng.uniform(-20, 20)), resample=Image.Resampling.BILINEAR, expand=True)
     fit = min(1.0, 0.95 * width / fish.width, 0.95 * height / fish.height)
     if fit < 1.0:
-        fish = fish.resize((max(1, int(fish.width * fit)), max(1, int(fish.height * fit))),
-                           Image.Resampling.BILINEAR)
+        fish = fish.resize(
+            (max(1, int(fish.width * fit)), max(1, int(fish.height * fit))), Image.Resampling.BILINEAR
+        )
     x = int(rng.integers(0, width - fish.width + 1))
     y = int(rng.integers(0, height - fish.height + 1))
     image.paste(fish, (x, y), fish)
@@ -440,16 +492,36 @@ def generate_dataset(
     ``duplicates`` exact byte copies of good images are added on top, spread over the species.
     Formats alternate between PNG and JPEG. ``progress(done, total)`` is called after each file.
     """
+    _check_arguments(per_species, size, corrupt, duplicates)
+    out_dir = Path(out_dir)
+    styles = species_styles(species)
+    total = len(styles) * per_species + corrupt + duplicates
+    summary = SyntheticSummary(out_dir=out_dir, species=[s.name for s in styles], counts={})
+    tick = _file_counter(total, progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_readme(out_dir, seed, summary.species, per_species, corrupt, duplicates)
+    good = [
+        _write_good_images(out_dir / style.name, style, s, per_species, size, seed, tick)
+        for s, style in enumerate(styles)
+    ]
+    summary.counts = {style.name: per_species for style in styles}
+    summary.corrupt = _write_corrupt_files(out_dir, styles, corrupt, seed, tick)
+    summary.duplicates = _write_duplicates(good, duplicates, seed, tick)
+    summary.total_files = total
+    return summary
+
+
+def _check_arguments(per_species: int, size: tuple[int, int] | None, corrupt: int, duplicates: int) -> None:
     if per_species < 0 or corrupt < 0 or duplicates < 0:
         raise ValueError("per_species, corrupt and duplicates must not be negative")
     if size is not None and (size[0] < 16 or size[1] < 16):
         raise ValueError(f"size must be at least 16x16, got {size[0]}x{size[1]}")
     if duplicates and not per_species:
         raise ValueError("duplicates need at least one good image per species to copy")
-    out_dir = Path(out_dir)
-    styles = species_styles(species)
-    total = len(styles) * per_species + corrupt + duplicates
-    summary = SyntheticSummary(out_dir=out_dir, species=[s.name for s in styles], counts={})
+
+
+def _file_counter(total: int, progress: Callable[[int, int], None] | None) -> Callable[[], None]:
+    """A function to call after each file is written; it reports ``progress(done, total)``."""
     done = 0
 
     def tick() -> None:
@@ -458,42 +530,71 @@ def generate_dataset(
         if progress is not None:
             progress(done, total)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "README.txt").write_text(README_TEXT.format(
-        seed=seed, species=", ".join(summary.species), per_species=per_species,
-        corrupt=corrupt, duplicates=duplicates,
-    ))
-    good: list[list[Path]] = []
-    for s, style in enumerate(styles):
-        folder = out_dir / style.name
-        folder.mkdir(exist_ok=True)
-        paths = []
-        for i in range(per_species):
-            rng = _image_rng(seed, s, i)
-            fmt = "png" if (i + s) % 2 == 0 else "jpg"
-            path = folder / f"fish_{i:05d}.{fmt}"
-            path.write_bytes(encode(render_image(style, rng, size), fmt, rng))
-            paths.append(path)
-            tick()
-        good.append(paths)
-        summary.counts[style.name] = per_species
+    return tick
 
+
+def _write_readme(
+    out_dir: Path, seed: int, species: list[str], per_species: int, corrupt: int, duplicates: int
+) -> None:
+    """The README.txt that says these images are synthetic drawings, not fish."""
+    text = README_TEXT.format(
+        seed=seed,
+        species=", ".join(species),
+        per_species=per_species,
+        corrupt=corrupt,
+        duplicates=duplicates,
+    )
+    (out_dir / "README.txt").write_text(text)
+
+
+def _write_good_images(
+    folder: Path,
+    style: SpeciesStyle,
+    species_index: int,
+    per_species: int,
+    size: tuple[int, int] | None,
+    seed: int,
+    tick: Callable[[], None],
+) -> list[Path]:
+    """``per_species`` rendered images of one species, PNG and JPEG alternating; returns their paths."""
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(per_species):
+        rng = _image_rng(seed, species_index, i)
+        fmt = "png" if (i + species_index) % 2 == 0 else "jpg"
+        path = folder / f"fish_{i:05d}.{fmt}"
+        path.write_bytes(encode(render_image(style, rng, size), fmt, rng))
+        paths.append(path)
+        tick()
+    return paths
+
+
+def _write_corrupt_files(
+    out_dir: Path, styles: list[SpeciesStyle], corrupt: int, seed: int, tick: Callable[[], None]
+) -> list[Path]:
+    """``corrupt`` broken files spread over the species folders, cycling through the kinds."""
+    paths = []
     for k in range(corrupt):
         s = k % len(styles)
         kind, ext = CORRUPT_KINDS[(k + k // len(styles)) % len(CORRUPT_KINDS)]
         path = out_dir / styles[s].name / f"broken_{k:04d}.{ext}"
         path.write_bytes(_corrupt_bytes(kind, styles[s], _image_rng(seed, s, k, kind=1)))
-        summary.corrupt.append(path)
+        paths.append(path)
         tick()
+    return paths
 
+
+def _write_duplicates(
+    good: list[list[Path]], duplicates: int, seed: int, tick: Callable[[], None]
+) -> list[tuple[Path, Path]]:
+    """``duplicates`` byte copies of good images, spread over the species; returns (copy, original)."""
     picker = np.random.default_rng([seed, 0xD0B])
+    pairs = []
     for k in range(duplicates):
-        s = k % len(styles)
+        s = k % len(good)
         original = good[s][int(picker.integers(len(good[s])))]
         copy = original.with_name(f"{original.stem}_copy{k:04d}{original.suffix}")
         shutil.copyfile(original, copy)
-        summary.duplicates.append((copy, original))
+        pairs.append((copy, original))
         tick()
-
-    summary.total_files = total
-    return summary
+    return pairs

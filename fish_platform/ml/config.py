@@ -1,54 +1,62 @@
-"""One configuration object for training, with defaults from the platform profile."""
+"""The configuration of training, evaluation and promotion: one dataclass each, one home per default.
+
+Training defaults come from the platform profile (:data:`fish_platform.settings.PROFILE_DEFAULTS`),
+the rest from the fields below. ``None`` is the one "use the default" sentinel: in the Dagster config
+overlays (:func:`fish_platform.dagster_config.overlay`) every field is optional and ``None`` leaves
+the default in place.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from fish_platform.settings import PROFILE_DEFAULTS, ProfileDefaults
+
+
+def doc(text: str, default: Any = None, **kwargs: Any) -> Any:
+    """A dataclass field with a description (shown as the Dagster config field's description)."""
+    return field(default=default, metadata={"doc": text}, **kwargs)
+
+
+def _required(text: str) -> Any:
+    return field(metadata={"doc": text})
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides how a classifier is trained (logged as MLflow params).
 
-    ``image_size`` must equal the dataset's image size: the dataset job already resized every
-    image, and resizing again at training time would make training and serving pixels differ.
+    Fields without a default here are set by the profile (:meth:`from_profile`). ``image_size``
+    must equal the dataset's image size: the dataset job already resized every image, and resizing
+    again at training time would make training and serving pixels differ.
     """
 
-    variant: str = "B0"
-    image_size: int = 128
-    weights: str = "none"  # "imagenet", "none" or a path to a weights file
-    epochs_head: int = 6
-    epochs_finetune: int = 4
-    batch_size: int = 32
-    lr_head: float = 1e-3
-    lr_finetune: float = 1e-4
-    seed: int = 0
-    fine_tune_layers: int = 40  # top layers of the base unfrozen in phase 2 (0: all); pretrained only
-    patience: int = 3  # epochs without a better val loss before a phase stops
-    augment: bool = True
-    dropout: float = 0.2
-    bn_momentum: float | None = None  # None: 0.9 when training from scratch, Keras' own otherwise
-    shuffle_buffer: int = 512  # encoded images held for shuffling (PNG bytes, not decoded pixels)
-    class_weights: bool = True
+    variant: str = _required("EfficientNet variant, B0..B7")
+    image_size: int = _required("input size in pixels; must equal the dataset's image size")
+    weights: str = _required('"imagenet", "none" or a path to a weights file')
+    epochs_head: int = _required("epochs of phase 1 (the new head; the whole model when from scratch)")
+    epochs_finetune: int = _required("epochs of phase 2 (fine-tuning the top of the base)")
+    batch_size: int = _required("images per optimizer step")
+    lr_head: float = _required("learning rate of phase 1")
+    lr_finetune: float = _required("learning rate of phase 2")
+    patience: int = _required("epochs without a better validation loss before a phase stops")
+    seed: int = doc("seed of initialization, shuffling and augmentation", 0)
+    fine_tune_layers: int = doc("top layers of the base unfrozen in phase 2 (0: all); pretrained only", 40)
+    augment: bool = doc("random flips, rotation, zoom and contrast on training batches", True)
+    dropout: float = doc("dropout before the classifier layer", 0.2)
+    bn_momentum: float | None = doc("BatchNorm momentum; None: 0.9 when training from scratch, else Keras'")
+    shuffle_buffer: int = doc("encoded images held for shuffling (PNG bytes, not decoded pixels)", 512)
+    class_weights: bool = doc("weight the loss by inverse species frequency", True)
 
     @classmethod
     def from_profile(cls, profile: str | ProfileDefaults, **overrides: Any) -> TrainConfig:
         """The profile's defaults (``demo`` or ``production``), with ``overrides`` that are not None."""
         defaults = PROFILE_DEFAULTS[profile] if isinstance(profile, str) else profile
-        base = cls(
-            variant=defaults.model_variant,
-            image_size=defaults.image_size,
-            weights=defaults.weights,
-            epochs_head=defaults.epochs_head,
-            epochs_finetune=defaults.epochs_finetune,
-            batch_size=defaults.batch_size,
-            lr_head=defaults.lr_head,
-            lr_finetune=defaults.lr_finetune,
-            patience=defaults.patience,
-        )
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in fields(cls)}
+        base = {f.name: getattr(defaults, f.name) for f in fields(defaults) if f.name in names}
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
 
     def validate(self) -> None:
         """Reject settings that would fail late or train nothing."""
@@ -64,3 +72,25 @@ class TrainConfig:
     def as_params(self) -> dict[str, Any]:
         """Flat parameters for MLflow (None shown as 'auto')."""
         return {k: ("auto" if v is None else v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How a trained model is scored."""
+
+    split: str = doc("the split scored (the registry compares versions on the same split)", "test")
+    batch_size: int = doc("images per model call", 32)
+    latency_calls: int = doc("single-image calls timed for the batch-1 latency (0: no timing)", 20)
+    sample_predictions: int = doc("images whose top-1 is kept for consistency checks", 8)
+
+
+@dataclass(frozen=True)
+class PromotionConfig:
+    """When a challenger replaces the champion."""
+
+    margin: float = doc("macro-F1 a challenger must gain over the champion to replace it", 0.01)
+
+
+def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+    """``config`` with the ``overrides`` that are not None."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})

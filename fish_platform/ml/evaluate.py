@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from fish_platform.ml.input import DatasetLike, iter_rows, read_dataset_info, split_fingerprint
+from fish_platform.contract import TOP_K, top_k_indices
+from fish_platform.ml.config import EvaluationConfig
+from fish_platform.ml.input import DatasetLike, first_images, iter_rows, read_dataset_info, split_fingerprint
 from fish_platform.ml.packaging import FishClassifierModel
-
-TOP_K = 3
 
 
 @dataclass
@@ -31,7 +31,7 @@ class SplitPredictions:
     model_labels: list[str]
 
     def top_k(self, k: int) -> list[list[str]]:
-        order = np.argsort(-self.probabilities, axis=1)[:, :k]
+        order = top_k_indices(self.probabilities, k)
         return [[self.model_labels[i] for i in row] for row in order]
 
 
@@ -64,9 +64,10 @@ class Evaluation:
 
 
 def predict_split(
-    model: FishClassifierModel, dataset: DatasetLike, split: str = "test", batch_size: int = 32
+    model: FishClassifierModel, dataset: DatasetLike, split: str = "test", batch_size: int | None = None
 ) -> SplitPredictions:
     """Run ``model`` over a split, reading the Parquet files one record batch at a time."""
+    batch_size = batch_size or EvaluationConfig().batch_size
     sha256: list[str] = []
     species: list[str] = []
     parts: list[np.ndarray] = []
@@ -132,7 +133,7 @@ def classification_report(
 
 
 def measure_latency(
-    model: FishClassifierModel, images: np.ndarray, batch_size: int = 32, single_calls: int = 20
+    model: FishClassifierModel, images: np.ndarray, batch_size: int, single_calls: int
 ) -> dict[str, float]:
     """Per-image latency at batch 1 and throughput batched, through the compiled forward pass.
 
@@ -165,23 +166,18 @@ def measure_latency(
 
 
 def evaluate_classifier(
-    model: FishClassifierModel,
-    dataset: DatasetLike,
-    split: str = "test",
-    *,
-    batch_size: int = 32,
-    latency_calls: int = 20,
-    sample_predictions: int = 8,
+    model: FishClassifierModel, dataset: DatasetLike, config: EvaluationConfig | None = None
 ) -> Evaluation:
     """Score ``model`` on a split of the dataset at ``dataset``."""
+    config = config or EvaluationConfig()
+    split, batch_size, latency_calls = config.split, config.batch_size, config.latency_calls
     info = read_dataset_info(dataset)
     predictions = predict_split(model, dataset, split, batch_size)
     ranked = predictions.top_k(TOP_K)
     summary, per_class, confusion = classification_report(predictions.true_species, ranked, info.labels)
-    rows = iter_rows(dataset, split, ["image"])
-    sample_images = [row["image"] for _, row in zip(range(max(latency_calls, 1)), rows, strict=False)]
+    sample_images = first_images(dataset, split, latency_calls)
     latency = {}
-    if latency_calls > 0 and sample_images:
+    if sample_images:
         latency = measure_latency(model, model.decode(sample_images), batch_size, latency_calls)
     sample = [
         {
@@ -190,7 +186,7 @@ def evaluate_classifier(
             "predicted": ranked[i][0],
             "confidence": float(predictions.probabilities[i].max()),
         }
-        for i in range(min(sample_predictions, len(ranked)))
+        for i in range(min(config.sample_predictions, len(ranked)))
     ]
     return Evaluation(
         split=split,

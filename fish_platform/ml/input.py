@@ -55,6 +55,12 @@ def iter_rows(
     return version.iter_rows(version.split_files(split), columns, rng)
 
 
+def first_images(dataset: DatasetLike, split: str, count: int) -> list[bytes]:
+    """The first ``count`` encoded images of a split, in the split's stable order."""
+    rows = iter_rows(dataset, split, ["image"])
+    return [row["image"] for _, row in zip(range(count), rows, strict=False)]
+
+
 def count_rows(dataset: DatasetLike, split: str) -> int:
     """Row count from the Parquet footers."""
     version = as_version(dataset)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -79,17 +78,11 @@ def resolve_weights(weights: str, variant: str) -> ResolvedWeights:
 
 
 def _keras_cache_dir() -> Path:
-    """Where Keras looks for downloaded weights (``$KERAS_HOME`` or ``~/.keras``, as Keras decides)."""
-    try:  # Keras fixes its home when it is imported; ask it rather than re-deriving it
-        from keras.src.backend.config import keras_home
+    """Where Keras looks for downloaded weights: ``$KERAS_HOME`` or ``~/.keras``, as Keras decided when
+    it was imported (asked, not re-derived from the environment)."""
+    from keras.src.backend.config import keras_home
 
-        return Path(keras_home()).expanduser()
-    except ImportError:  # pragma: no cover - a Keras without this private helper
-        pass
-    if os.environ.get("KERAS_HOME"):
-        return Path(os.environ["KERAS_HOME"]).expanduser()
-    home = Path("~").expanduser()
-    return (home if os.access(home, os.W_OK) else Path("/tmp")) / ".keras"
+    return Path(keras_home()).expanduser()
 
 
 def _application(variant: str) -> Any:

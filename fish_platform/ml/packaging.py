@@ -20,6 +20,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from fish_platform.contract import top_k
 from fish_platform.imaging import to_model_input
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,11 @@ class FishClassifierModel(mlflow.pyfunc.PythonModel):
 
     def describe(self, probabilities: np.ndarray) -> pd.DataFrame:
         """Probabilities -> ``species``, ``confidence``, ``top3`` (JSON list of {species, confidence})."""
-        top = np.argsort(-probabilities, axis=1)[:, :3]
         rows = []
-        for probs, order in zip(probabilities, top, strict=True):
-            top3 = [{"species": self.labels[i], "confidence": round(float(probs[i]), 6)} for i in order]
-            best = self.labels[order[0]]
-            rows.append({"species": best, "confidence": float(probs[order[0]]), "top3": json.dumps(top3)})
+        for probs in probabilities:
+            top3 = top_k(probs, self.labels)
+            species, confidence = top3[0]["species"], float(probs.max())
+            rows.append({"species": species, "confidence": confidence, "top3": json.dumps(top3)})
         return pd.DataFrame(rows, columns=["species", "confidence", "top3"])
 
     def predict(
@@ -208,7 +208,7 @@ def log_classifier(
         )
 
 
-def load_production(model_uri: str) -> FishClassifierModel:
+def load_classifier(model_uri: str) -> FishClassifierModel:
     """Load a logged classifier (``models:/fish-classifier@production``, ``runs:/...``) and unwrap it."""
     model = mlflow.pyfunc.load_model(model_uri)
     wrapped = model.unwrap_python_model()

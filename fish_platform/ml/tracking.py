@@ -16,10 +16,10 @@ from typing import Any
 import mlflow
 
 from fish_platform.data.layout import as_version
-from fish_platform.ml.config import TrainConfig
+from fish_platform.ml.config import EvaluationConfig, TrainConfig
 from fish_platform.ml.evaluate import Evaluation, evaluate_classifier
-from fish_platform.ml.input import DatasetLike, iter_rows
-from fish_platform.ml.packaging import load_production, log_classifier
+from fish_platform.ml.input import DatasetLike, first_images
+from fish_platform.ml.packaging import load_classifier, log_classifier
 from fish_platform.ml.plots import confusion_matrix_png, training_curves_png
 from fish_platform.ml.train import EpochCallback, EpochRecord, TrainResult, train_classifier
 
@@ -58,8 +58,7 @@ def _log_png(png: bytes, artifact_file: str) -> None:
 
 def example_images(dataset: DatasetLike, split: str = "val", count: int = 2) -> list[bytes]:
     """A couple of real encoded images for the logged model's input example."""
-    rows = iter_rows(dataset, split, ["image"])
-    return [row["image"] for _, row in zip(range(count), rows, strict=False)]
+    return first_images(dataset, split, count)
 
 
 def train_and_log(
@@ -124,25 +123,15 @@ def train_and_log(
 
 
 def evaluate_and_log(
-    run_id: str,
-    model_uri: str,
-    dataset: DatasetLike,
-    *,
-    split: str = "test",
-    model_id: str | None = None,
-    batch_size: int = 32,
-    latency_calls: int = 20,
-    sample_predictions: int = 8,
+    run: TrainingRun, dataset: DatasetLike, config: EvaluationConfig | None = None
 ) -> tuple[Evaluation, bytes]:
     """Load the *logged* model (as the service will), score it, add the results to its run.
 
     Returns the evaluation and the confusion-matrix PNG.
     """
-    model = load_production(model_uri)
-    evaluation = evaluate_classifier(
-        model, dataset, split,
-        batch_size=batch_size, latency_calls=latency_calls, sample_predictions=sample_predictions,
-    )
+    config = config or EvaluationConfig()
+    split, run_id, model_id = config.split, run.run_id, run.model_id
+    evaluation = evaluate_classifier(load_classifier(run.model_uri), dataset, config)
     confusion = confusion_matrix_png(evaluation.confusion, evaluation.labels)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(evaluation.metrics(f"{split}_"), model_id=model_id)
@@ -165,4 +154,4 @@ def champion_scorer(dataset: DatasetLike, split: str = "test") -> Callable[[str]
     """``model_uri -> macro-F1`` on this dataset's split (``evaluate_champion`` of the registry review)."""
     from fish_platform.ml.evaluate import macro_f1_on_split
 
-    return lambda model_uri: macro_f1_on_split(load_production(model_uri), dataset, split)
+    return lambda model_uri: macro_f1_on_split(load_classifier(model_uri), dataset, split)

@@ -72,7 +72,11 @@ class TrainResult:
 EpochCallback = Callable[[EpochRecord], None]
 
 
-def _callbacks_module() -> Any:
+def _keras_callback_classes() -> Any:
+    """``(EpochReporter, KeepBest)``: the Keras callbacks of a training run.
+
+    Defined on first use, so that importing this module does not import Keras.
+    """
     import keras
 
     class EpochReporter(keras.callbacks.Callback):
@@ -134,17 +138,34 @@ def train_classifier(
     Raises ``ValueError`` if ``config.image_size`` differs from the dataset's, and
     :class:`~fish_platform.ml.model.WeightsUnavailable` if the requested weights cannot be loaded.
     """
-    import keras
-
     config.validate()
     info = read_dataset_info(dataset)
+    _check_image_size(config, info)
+    model, weights = _build_seeded_model(config, info)
+    counts, val_counts = _train_and_val_label_counts(dataset, info.n_classes)
+    result = TrainResult(
+        model, weights, info, config, train_images=int(counts.sum()), val_images=int(val_counts.sum())
+    )
+    class_weight = class_weights(counts) if config.class_weights else None
+    train_data, val_data = _input_pipelines(dataset, config, info.image_size)
+    _train_phases(result, train_data, val_data, class_weight, on_epoch)
+    return result
+
+
+def _check_image_size(config: TrainConfig, info: DatasetInfo) -> None:
     if config.image_size != info.image_size:
         raise ValueError(
             f"image_size {config.image_size} differs from the dataset's {info.image_size} (labels.json); "
             "rebuild the dataset at that size or train at the dataset's size"
         )
+
+
+def _build_seeded_model(config: TrainConfig, info: DatasetInfo) -> tuple[Any, ResolvedWeights]:
+    """Seed Keras with ``config.seed``, then build the classifier for the dataset's labels and size."""
+    import keras
+
     keras.utils.set_random_seed(config.seed)
-    model, weights = build_model(
+    return build_model(
         info.n_classes,
         info.image_size,
         normalize_variant(config.variant),
@@ -152,52 +173,68 @@ def train_classifier(
         dropout=config.dropout,
         bn_momentum=config.bn_momentum,
     )
-    counts = label_counts(dataset, "train", info.n_classes)
-    val_counts = label_counts(dataset, "val", info.n_classes)
+
+
+def _train_and_val_label_counts(dataset: DatasetLike, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images per label in the ``train`` and ``val`` splits; both must hold images."""
+    counts = label_counts(dataset, "train", n_classes)
+    val_counts = label_counts(dataset, "val", n_classes)
     if counts.sum() == 0 or val_counts.sum() == 0:
         raise ValueError("the train and val splits must both hold images")
-    result = TrainResult(
-        model, weights, info, config, train_images=int(counts.sum()), val_images=int(val_counts.sum())
-    )
-    weight_of = class_weights(counts) if config.class_weights else None
+    return counts, val_counts
+
+
+def _input_pipelines(dataset: DatasetLike, config: TrainConfig, image_size: int) -> tuple[Any, Any]:
+    """The ``train`` pipeline (shuffled, augmented if ``config.augment``) and the plain ``val`` one."""
     train_data = make_dataset(
-        dataset, "train", info.image_size, config.batch_size,
-        training=True, augment=config.augment, seed=config.seed, shuffle_buffer=config.shuffle_buffer,
+        dataset,
+        "train",
+        image_size,
+        config.batch_size,
+        training=True,
+        augment=config.augment,
+        seed=config.seed,
+        shuffle_buffer=config.shuffle_buffer,
     )
-    val_data = make_dataset(dataset, "val", info.image_size, config.batch_size)
-    reporter_cls, keep_best_cls = _callbacks_module()
-    keep_best = keep_best_cls()
-    started = time.perf_counter()
+    val_data = make_dataset(dataset, "val", image_size, config.batch_size)
+    return train_data, val_data
+
+
+def _phases(config: TrainConfig) -> list[tuple[str, int, float]]:
+    """``(phase, epochs, learning_rate)`` of the phases that run: head, then finetune, if they have epochs."""
     phases = [
         ("head", config.epochs_head, config.lr_head),
         ("finetune", config.epochs_finetune, config.lr_finetune),
     ]
-    for phase, epochs, learning_rate in phases:
-        if epochs == 0:
-            continue
-        if weights.pretrained:
-            if phase == "head":
-                freeze_base(model)
-            else:
-                trainable = unfreeze_top(model, config.fine_tune_layers)
-                log.info("fine-tuning %d layers of the base", trainable)
-        if weights.pretrained or getattr(model, "optimizer", None) is None:
-            model.compile(
-                optimizer=keras.optimizers.Adam(learning_rate),
-                loss=keras.losses.SparseCategoricalCrossentropy(),
-                metrics=["accuracy"],
-            )
-        else:
-            # From scratch the trainable set does not change between phases: lowering the learning
-            # rate in place keeps the traced train step (recompiling costs a full retrace).
-            model.optimizer.learning_rate.assign(learning_rate)
+    return [(phase, epochs, learning_rate) for phase, epochs, learning_rate in phases if epochs != 0]
+
+
+def _train_phases(
+    result: TrainResult,
+    train_data: Any,
+    val_data: Any,
+    class_weight: dict[int, float] | None,
+    on_epoch: EpochCallback | None,
+) -> None:
+    """Fit ``result.model`` phase by phase, then record the best epoch and the time taken in ``result``.
+
+    Every phase stops early on the validation loss and ends on the best weights seen so far.
+    """
+    import keras
+
+    model, config = result.model, result.config
+    reporter_cls, keep_best_cls = _keras_callback_classes()
+    keep_best = keep_best_cls()
+    started = time.perf_counter()
+    for phase, epochs, learning_rate in _phases(config):
+        _prepare_phase(model, result.weights, phase, learning_rate, config.fine_tune_layers)
         done = len(result.history)
         model.fit(
             train_data,
             validation_data=val_data,
             initial_epoch=done,
             epochs=done + epochs,
-            class_weight=weight_of,
+            class_weight=class_weight,
             shuffle=False,  # the tf.data pipeline shuffles
             verbose=0,
             callbacks=[
@@ -210,4 +247,27 @@ def train_classifier(
     result.duration_s = time.perf_counter() - started
     result.best_epoch, result.best_val_loss = keep_best.best_epoch, keep_best.best_loss
     result.best_val_accuracy = keep_best.best_accuracy
-    return result
+
+
+def _prepare_phase(
+    model: Any, weights: ResolvedWeights, phase: str, learning_rate: float, fine_tune_layers: int
+) -> None:
+    """Choose what trains in ``phase`` and set its learning rate."""
+    import keras
+
+    if weights.pretrained:
+        if phase == "head":
+            freeze_base(model)
+        else:
+            trainable = unfreeze_top(model, fine_tune_layers)
+            log.info("fine-tuning %d layers of the base", trainable)
+    if weights.pretrained or getattr(model, "optimizer", None) is None:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+        )
+    else:
+        # From scratch the trainable set does not change between phases: lowering the learning
+        # rate in place keeps the traced train step (recompiling costs a full retrace).
+        model.optimizer.learning_rate.assign(learning_rate)

@@ -21,7 +21,7 @@ def _definitions(monkeypatch, tmp_path, **env):
     import fish_platform.definitions as definitions
 
     importlib.reload(model_assets)
-    return importlib.reload(definitions).defs
+    return importlib.reload(definitions).defs()
 
 
 def _step_pod(values, defs, asset_name):

@@ -14,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import dagster as dg
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
@@ -23,10 +22,11 @@ from fish_platform.assets.model import MODEL_ASSETS, MODEL_CHECKS
 from fish_platform.data.dataset import FishDataset
 from fish_platform.data.layout import DatasetVersion
 from fish_platform.ml.input import read_dataset_info
-from fish_platform.registry import PRODUCTION_ALIAS, TAG_DECISION, get_champion, promote, register_challenger
+from fish_platform.registry import PRODUCTION_ALIAS, TAG_DECISION, get_champion, promote
 from fish_platform.resources import MlflowResource, PlatformResource
 from fish_platform_tests.helpers import LEARNING_CONFIG
 from fish_platform_tests.ml.ml_helpers import fish_dataset_for, synthetic_images, write_parquet_dataset
+from fish_platform_tests.mlflow_helpers import register_constant_model
 
 MODEL_NAME = "fish-graph-test"
 
@@ -67,19 +67,10 @@ def _client(store) -> MlflowClient:
     return MlflowClient(tracking_uri=store.tracking_uri, registry_uri=store.tracking_uri)
 
 
-class Constant(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return model_input
-
-
 @pytest.mark.timeout(180)
 def test_failed_training_leaves_the_registry_untouched(tiny_dataset, mlflow_store, tmp_path, monkeypatch):
     client = _client(mlflow_store)
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
-    champion = register_challenger(
-        client, MODEL_NAME, info.model_uri, run_id=run.info.run_id, macro_f1=0.5, fingerprint="0" * 64
-    )
+    champion = register_constant_model(client, MODEL_NAME, macro_f1=0.5, fingerprint="0" * 64)
     promote(client, MODEL_NAME, champion.version, "existing champion")
 
     real_train = tracking.train_classifier
@@ -123,31 +114,32 @@ def test_graph_learns_promotes_and_serves_the_same_answers(mlflow_store, tmp_pat
     config = LEARNING_CONFIG
     result = _materialize(dataset_dir, mlflow_store, tmp_path, config)
     assert result.success
-    evaluation = result.output_for_node("model_evaluation")
-    scores = {k: evaluation[k] for k in ("accuracy", "macro_f1", "top3_accuracy", "n_images", "latency")}
+    evaluation = result.output_for_node("model_evaluation").evaluation
+    names = ("accuracy", "macro_f1", "top3_accuracy", "n_images", "latency")
+    scores = {name: getattr(evaluation, name) for name in names}
     print(f"learning test: {scores}")
-    assert evaluation["accuracy"] >= 0.8, evaluation
-    assert evaluation["macro_f1"] >= 0.75 and evaluation["top3_accuracy"] >= evaluation["accuracy"]
+    assert evaluation.accuracy >= 0.8, evaluation
+    assert evaluation.macro_f1 >= 0.75 and evaluation.top3_accuracy >= evaluation.accuracy
     assert all(check.passed for check in result.get_asset_check_evaluations())
 
     classifier = result.output_for_node("fish_classifier")
-    assert classifier["weights"] == "none" and classifier["variant"] == "B0" and classifier["epochs_run"] >= 1
+    assert classifier.weights == "none" and classifier.variant == "B0" and classifier.epochs_run >= 1
     metadata = result.asset_materializations_for_node("fish_classifier")[0].metadata
     assert "data:image/png;base64," in metadata["training_curves"].value
     production = result.output_for_node("production_model")
-    assert production["promoted"] and production["decision"] == "promoted"
+    assert production.decision.promote and production.decision.label == "promoted"
     client = _client(mlflow_store)
-    version = client.get_model_version(MODEL_NAME, production["version"])
+    version = client.get_model_version(MODEL_NAME, production.version)
     assert version.tags[TAG_DECISION] == "promoted"
-    run = client.get_run(classifier["run_id"])
-    assert run.data.metrics["test_accuracy"] == pytest.approx(evaluation["accuracy"])
+    run = client.get_run(classifier.run_id)
+    assert run.data.metrics["test_accuracy"] == pytest.approx(evaluation.accuracy)
     assert run.data.tags["dagster.run_id"] == result.run_id
 
     # A fresh process loading models:/<name>@production gets species names and the same top-1.
     script = textwrap.dedent(
         f"""
         import json, mlflow, pandas as pd, pyarrow.parquet as pq
-        wanted = {json.dumps([p["sha256"] for p in evaluation["predictions"]])}
+        wanted = {json.dumps([p["sha256"] for p in evaluation.predictions])}
         rows = {{}}
         for path in {dataset_dir.split_files("test")!r}:
             for row in pq.read_table(path, columns=["sha256", "image"]).to_pylist():
@@ -164,5 +156,5 @@ def test_graph_learns_promotes_and_serves_the_same_answers(mlflow_store, tmp_pat
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
     fresh = json.loads(line.removeprefix("RESULT"))
-    assert fresh == [p["predicted"] for p in evaluation["predictions"]]
+    assert fresh == [p["predicted"] for p in evaluation.predictions]
     assert set(fresh) <= set(read_dataset_info(dataset_dir).labels)

@@ -21,16 +21,35 @@ from fish_platform.settings import PROFILE_DEFAULTS
 pytestmark = pytest.mark.timeout(90)
 
 
-def test_weights_choices(tmp_path):
-    assert resolve_weights("none", "B0").keras_arg is None
-    assert resolve_weights("imagenet", "b4").keras_arg == "imagenet"
+@pytest.mark.parametrize(
+    ("choice", "variant", "keras_arg"),
+    [("none", "B0", None), ("imagenet", "b4", "imagenet")],
+    ids=["none", "imagenet"],
+)
+def test_weights_choices(choice, variant, keras_arg):
+    assert resolve_weights(choice, variant).keras_arg == keras_arg
+
+
+def test_weights_from_a_missing_file_are_unavailable(tmp_path):
     with pytest.raises(WeightsUnavailable, match="does not exist"):
         resolve_weights(str(tmp_path / "missing.weights.h5"), "B0")
+
+
+def test_weights_from_a_file_are_described_by_its_path(tmp_path):
     other = tmp_path / "mine.weights.h5"
     other.write_bytes(b"x")
     assert resolve_weights(str(other), "B0").description == f"file:{other}"
+
+
+def test_official_weights_filename():
     assert official_weights_filename("b4") == "efficientnetb4_notop.h5"
+
+
+def test_variant_names_are_normalized():
     assert normalize_variant("EfficientNetB7") == "B7"
+
+
+def test_unknown_variant_is_an_error():
     with pytest.raises(ValueError, match="unknown EfficientNet variant"):
         normalize_variant("B9")
 
@@ -73,4 +92,4 @@ def test_config_defaults_come_from_the_profile():
     assert (production.variant, production.image_size, production.weights) == ("B4", 380, "imagenet")
     assert production.seed == 5 and production.epochs_head == 10 and production.lr_head == 1e-3
     with pytest.raises(ValueError):
-        TrainConfig(epochs_head=0, epochs_finetune=0).validate()
+        TrainConfig.from_profile("demo", epochs_head=0, epochs_finetune=0).validate()

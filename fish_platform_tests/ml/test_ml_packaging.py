@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from fish_platform.ml.model import build_model
-from fish_platform.ml.packaging import FishClassifierModel, load_production, log_classifier
+from fish_platform.ml.packaging import FishClassifierModel, load_classifier, log_classifier
 from fish_platform_tests.ml.ml_helpers import png_bytes
 
 pytestmark = pytest.mark.timeout(120)
@@ -71,11 +71,11 @@ def test_round_trip_in_fresh_process(mlflow_store, tmp_path):
     script = textwrap.dedent(
         f"""
         import json, mlflow, numpy as np, pandas as pd
-        from fish_platform.ml.packaging import load_production
+        from fish_platform.ml.packaging import load_classifier
         images = [bytes.fromhex(h) for h in json.load(open({str(images_path)!r}))]
         model = mlflow.pyfunc.load_model("models:/fish-test/1")
         species = list(model.predict(pd.DataFrame({{"image": images}}))["species"])
-        wrapped = load_production("models:/fish-test/1")
+        wrapped = load_classifier("models:/fish-test/1")
         assert wrapped.predict_arrays(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 3)
         print("RESULT" + json.dumps(species))
         """
@@ -93,7 +93,7 @@ def test_predict_arrays_validates_input(mlflow_store):
     model, weights = build_model(2, 32, "B0", "none")
     with mlflow.start_run():
         info = log_classifier(model, ["a", "b"], 32, "B0", weights.description)
-    wrapped = load_production(info.model_uri)
+    wrapped = load_classifier(info.model_uri)
     assert wrapped.predict_arrays(np.zeros((0, 32, 32, 3), np.uint8)).shape == (0, 2)
     assert wrapped.predict_arrays(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 2)
     with pytest.raises(ValueError, match="shape"):

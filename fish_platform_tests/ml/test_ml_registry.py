@@ -12,20 +12,22 @@ import pytest
 from mlflow import MlflowClient
 
 from fish_platform.registry import (
+    DEFAULT_MARGIN,
     PRODUCTION_ALIAS,
     TAG_CHAMPION_F1,
     TAG_DECISION,
     TAG_PREVIOUS,
     TAG_REASON,
+    Decision,
     RegistryError,
     decide,
     f1_tag,
     get_champion,
     promote,
-    register_challenger,
     review_challenger,
     rollback,
 )
+from fish_platform_tests.mlflow_helpers import register_constant_model
 
 pytestmark = pytest.mark.timeout(60)
 NAME = "fish-registry-test"
@@ -33,25 +35,9 @@ SPLIT = "a" * 64
 OTHER_SPLIT = "b" * 64
 
 
-class Constant(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return model_input
-
-
 def _challenger(client: MlflowClient, f1: float, fingerprint: str = SPLIT) -> str:
     """Log a trivial model in its own run and register it with its test score."""
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
-    version = register_challenger(
-        client,
-        NAME,
-        info.model_uri,
-        run_id=run.info.run_id,
-        macro_f1=f1,
-        fingerprint=fingerprint,
-        model_id=info.model_id,
-    )
-    return str(version.version)
+    return str(register_constant_model(client, NAME, macro_f1=f1, fingerprint=fingerprint).version)
 
 
 def _never(uri: str) -> float:
@@ -63,41 +49,54 @@ def client(mlflow_store) -> MlflowClient:
     return MlflowClient(tracking_uri=mlflow_store.tracking_uri, registry_uri=mlflow_store.tracking_uri)
 
 
-def test_policy_end_to_end(client):
+def _review(client: MlflowClient, version: str, f1: float, **kwargs) -> Decision:
+    """Review ``version`` on SPLIT; the champion's score on SPLIT must be recorded already."""
+    return review_challenger(
+        client, NAME, version, challenger_f1=f1, fingerprint=SPLIT, evaluate_champion=_never, **kwargs
+    )
+
+
+@pytest.fixture
+def first_champion(client) -> str:
+    """The first champion: v1, macro-F1 0.70 on SPLIT, promoted because there was no champion."""
+    v1 = _challenger(client, 0.70)
+    _review(client, v1, 0.70)
+    return v1
+
+
+def test_policy_promotes_the_first_challenger(client):
     assert get_champion(client, NAME) is None
 
     v1 = _challenger(client, 0.70)
-    first = review_challenger(
-        client, NAME, v1, challenger_f1=0.70, fingerprint=SPLIT, evaluate_champion=_never
-    )
+    first = _review(client, v1, 0.70)
     assert first.promote and first.reason == "no champion yet"
     assert str(get_champion(client, NAME).version) == v1
 
-    # Worse, and better by less than the margin: the champion stays, and the reason is recorded.
-    for f1 in (0.60, 0.705):
-        version = _challenger(client, f1)
-        decision = review_challenger(
-            client, NAME, version, challenger_f1=f1, fingerprint=SPLIT, evaluate_champion=_never, margin=0.01
-        )
-        assert not decision.promote and decision.champion_f1_source == "recorded"
-        tags = client.get_model_version(NAME, version).tags
-        assert tags[TAG_DECISION] == "kept_champion" and "does not beat" in tags[TAG_REASON]
-        assert float(tags[TAG_CHAMPION_F1]) == pytest.approx(0.70)
-        assert str(get_champion(client, NAME).version) == v1
 
-    v4 = _challenger(client, 0.80)
-    better = review_challenger(
-        client, NAME, v4, challenger_f1=0.80, fingerprint=SPLIT, evaluate_champion=_never
-    )
+@pytest.mark.parametrize("f1", [0.60, 0.705], ids=["worse", "better-by-less-than-the-margin"])
+def test_policy_keeps_the_champion_and_records_why(client, first_champion, f1):
+    version = _challenger(client, f1)
+    decision = _review(client, version, f1, margin=0.01)
+    assert not decision.promote and decision.champion_f1_source == "recorded"
+    tags = client.get_model_version(NAME, version).tags
+    assert tags[TAG_DECISION] == "kept_champion" and "does not beat" in tags[TAG_REASON]
+    assert float(tags[TAG_CHAMPION_F1]) == pytest.approx(0.70)
+    assert str(get_champion(client, NAME).version) == first_champion
+
+
+def test_policy_promotes_a_better_challenger_and_rolls_back(client, first_champion):
+    v1 = first_champion
+    v2 = _challenger(client, 0.80)
+    better = _review(client, v2, 0.80)
     assert better.promote and "beats the champion" in better.reason
     champion = get_champion(client, NAME)
-    assert str(champion.version) == v4 and champion.tags[TAG_PREVIOUS] == v1
+    assert str(champion.version) == v2 and champion.tags[TAG_PREVIOUS] == v1
     served = mlflow.pyfunc.load_model(f"models:/{NAME}@{PRODUCTION_ALIAS}")
     assert served.metadata.run_id == champion.run_id
 
     assert rollback(client, NAME, "bad answers in production") == v1
     assert str(get_champion(client, NAME).version) == v1
-    assert client.get_model_version(NAME, v4).tags[TAG_DECISION] == "rolled_back"
+    assert client.get_model_version(NAME, v2).tags[TAG_DECISION] == "rolled_back"
     with pytest.raises(RegistryError, match="nothing to roll back"):
         rollback(client, NAME)
 
@@ -149,8 +148,14 @@ def test_unscorable_champion_is_kept(client):
         promote(client, NAME, "99", "no such version")
 
 
-def test_decide_is_pure_and_uses_the_margin():
-    assert decide("2", 0.80, None, None).promote
-    assert decide("2", 0.811, "1", 0.80, margin=0.01).promote
-    assert not decide("2", 0.805, "1", 0.80, margin=0.01).promote
-    assert decide("2", 0.80, "1", 0.80, margin=0.0).promote
+@pytest.mark.parametrize(
+    ("challenger_f1", "champion_version", "champion_f1", "margin", "promoted"),
+    [
+        pytest.param(0.80, None, None, DEFAULT_MARGIN, True, id="no-champion"),
+        pytest.param(0.811, "1", 0.80, 0.01, True, id="gain-above-margin"),
+        pytest.param(0.805, "1", 0.80, 0.01, False, id="gain-below-margin"),
+        pytest.param(0.80, "1", 0.80, 0.0, True, id="tie-with-zero-margin"),
+    ],
+)
+def test_decide_is_pure_and_uses_the_margin(challenger_f1, champion_version, champion_f1, margin, promoted):
+    assert decide("2", challenger_f1, champion_version, champion_f1, margin=margin).promote is promoted

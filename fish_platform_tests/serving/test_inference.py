@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from serving.inference import AliasTarget, ModelHolder, ModelNotLoaded, fit_to_size, top_k
+from fish_platform.contract import top_k
+from serving.inference import AliasTarget, ModelHolder, ModelNotLoaded, fit_to_size
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -160,8 +161,9 @@ def test_registry_loader_downloads_from_the_configured_registry_not_the_global_o
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from fish_platform.contract import model_version_uri as model_uri
     from fish_platform_tests.serving.serving_helpers import Registry, register_tiny_model
-    from serving.inference import _default_loader, model_uri, registry_loader
+    from serving.inference import _default_loader, registry_loader
 
     registry = Registry(
         tracking_uri=f"sqlite:///{tmp_path / 'real.db'}",

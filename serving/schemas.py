@@ -1,0 +1,36 @@
+"""The service's response bodies (pydantic): what ``/predict`` and ``/predict_batch`` answer.
+
+Errors are not here: every error has the one shape of :func:`serving.web.error_body`.
+"""
+
+from pydantic import BaseModel, Field
+
+
+class Prediction(BaseModel):
+    species: str
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class PredictResponse(BaseModel):
+    top3: list[Prediction]
+    model_name: str
+    model_version: str
+    cached: bool
+    latency_ms: float
+
+
+class BatchItem(BaseModel):
+    index: int
+    ok: bool
+    top3: list[Prediction] | None = None
+    model_version: str | None = None
+    cached: bool | None = None
+    error: str | None = None
+    reason: str | None = None
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem]
+    model_name: str
+    model_version: str
+    latency_ms: float
