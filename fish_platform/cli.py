@@ -92,7 +92,7 @@ def _run_registry_command(action: Callable[[Any, str], str]) -> int:
     try:
         client, model_name = _registry_client()
         done = action(client, model_name)
-    except RegistryError as exc:
+    except (RegistryError, FileExistsError, ValueError) as exc:
         message = str(exc)
     except MlflowException as exc:
         lines = [line.strip() for line in exc.message.splitlines() if line.strip()]
@@ -137,6 +137,27 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         return f"{model_name} @{PRODUCTION_ALIAS} rolled back to version {version}"
 
     return _run_registry_command(rollback)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A registered version as a self-contained bundle for a device: model file, labels, input size."""
+    from fish_platform.contract import model_version_uri
+
+    def export(client: Any, model_name: str) -> str:
+        import mlflow
+
+        from fish_platform.ml.export import export_logged_model
+        from fish_platform.settings import load_settings
+
+        settings = load_settings()
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.mlflow_tracking_uri)
+        client.get_model_version(model_name, str(args.version))  # a missing version: one clear error
+        uri = model_version_uri(model_name, args.version)
+        folder = export_logged_model(uri, args.format, Path(args.dir), overwrite=args.overwrite)
+        return f"{model_name} version {args.version} exported as {args.format} to {folder}"
+
+    return _run_registry_command(export)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -194,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = sub.add_parser("rollback", help="move the production alias back to the previous champion")
     rollback.add_argument("--reason")
     rollback.set_defaults(func=cmd_rollback)
+
+    export = sub.add_parser("export", help="write VERSION as a self-contained model for a device")
+    export.add_argument("version", type=int)
+    export.add_argument("dir")
+    export.add_argument("--format", choices=("litert", "openvino", "onnx"), required=True)
+    export.add_argument("--overwrite", action="store_true", help="replace DIR if it is not empty")
+    export.set_defaults(func=cmd_export)
 
     doctor = sub.add_parser("doctor", help="check prerequisites (Java for Spark) and show the settings")
     doctor.set_defaults(func=cmd_doctor)

@@ -4,7 +4,7 @@ import dagster as dg
 
 PIPELINE_JOB_NAME = "fish_pipeline"
 RETRAIN_JOB_NAME = "retrain"
-RETRAIN_ASSETS = ("fish_classifier", "model_evaluation", "production_model")
+RETRAIN_ASSETS = ("fish_classifier", "model_evaluation", "serving_model", "production_model")
 
 fish_pipeline = dg.define_asset_job(
     PIPELINE_JOB_NAME,

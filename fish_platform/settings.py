@@ -167,8 +167,12 @@ class ServingSettings:
     max_batch_files: int = 32  # FISH_MAX_BATCH_FILES: images per /predict_batch request
     cors_origins: tuple[str, ...] = ()  # FISH_CORS_ORIGINS: comma-separated; empty = same origin only
     frontend_dir: Path = REPO_ROOT / "frontend"  # FISH_FRONTEND_DIR
-    # FISH_TF_THREADS: TensorFlow compute (intra-op) threads in the model process; 0 = TensorFlow's
-    # default (one per core). 1 pays off on 2 cores with a small model (B0 at 96 px), not at 224 px.
+    # FISH_RUNTIME: auto (the version's OpenVINO bundle when it has one, else TensorFlow), openvino,
+    # onnx or tensorflow.
+    runtime: str = "auto"
+    # FISH_TF_THREADS: compute threads of the model process' runtime (TensorFlow's intra-op pool,
+    # OpenVINO's/ONNX Runtime's threads); 0 = the container's CPU limit for OpenVINO/ONNX and one per
+    # core for TensorFlow. Kubernetes sets it from limits.cpu (never the node's core count).
     tf_intra_op_threads: int = 0
     # FISH_MODEL_RELOAD_JITTER_SECONDS: after a promotion each pod waits a random 0..N s before it
     # downloads the new version (bounds the load on MLflow when many pods follow one alias).
@@ -181,6 +185,9 @@ class ServingSettings:
     # FISH_API_WORKERS: processes of the public service (HTTP parsing, decoding, cache); the model
     # runs once, in its own process.
     api_workers: int = 1
+    # FISH_UNKNOWN_THRESHOLD: open-set score below which an answer is "unknown"; unset: the threshold
+    # fitted with the served version (95% of its validation images are kept as known).
+    unknown_threshold: float | None = None
 
     @property
     def alias(self) -> str:
@@ -321,6 +328,7 @@ def _serving_settings(env: _Environment, platform: dict[str, Any]) -> ServingSet
         max_batch_files=env.number("FISH_MAX_BATCH_FILES", defaults.max_batch_files),
         cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
         frontend_dir=Path(env.text("FISH_FRONTEND_DIR", default=str(defaults.frontend_dir))),
+        runtime=env.choice("FISH_RUNTIME", defaults.runtime, ("auto", "openvino", "onnx", "tensorflow")),
         tf_intra_op_threads=env.number("FISH_TF_THREADS", defaults.tf_intra_op_threads),
         reload_jitter_seconds=env.number(
             "FISH_MODEL_RELOAD_JITTER_SECONDS", defaults.reload_jitter_seconds, float
@@ -328,6 +336,7 @@ def _serving_settings(env: _Environment, platform: dict[str, Any]) -> ServingSet
         batch_max_size=env.number("FISH_BATCH_MAX_SIZE", defaults.batch_max_size),
         batch_max_latency_ms=env.number("FISH_BATCH_MAX_LATENCY_MS", defaults.batch_max_latency_ms),
         api_workers=env.number("FISH_API_WORKERS", defaults.api_workers),
+        unknown_threshold=env.number("FISH_UNKNOWN_THRESHOLD", None, float),
     )
 
 

@@ -31,6 +31,7 @@ def test_definitions_load_with_every_asset_check_sensor_and_schedule(tmp_path, m
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
     checks = {key.name for key in graph.asset_check_keys}
     assert {"no_image_in_two_splits", "every_species_in_every_split", "minimum_images_per_species"} <= checks
+    assert {"model_beats_chance", "behaviour_flip", "behaviour_not_a_fish"} <= checks
 
 
 def test_dagster_cli_validates_the_module(tmp_path):

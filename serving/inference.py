@@ -28,6 +28,7 @@ from PIL import Image
 from fish_platform.contract import PRODUCTION_ALIAS, mlflow_error_is, model_version_uri, top_k
 from fish_platform.imaging import resize_square
 from fish_platform.logs import log_event
+from fish_platform.ml.calibration import CalibrationRecord
 
 log = logging.getLogger("serving.inference")
 
@@ -58,6 +59,7 @@ class ModelInfo:
     variant: str | None = None
     weights: str | None = None
     run_id: str | None = None
+    runtime: str = "tensorflow"  # what computes the answers: tensorflow, openvino or onnx
     loaded_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -69,6 +71,7 @@ class ModelInfo:
             "variant": self.variant,
             "weights": self.weights,
             "run_id": self.run_id,
+            "runtime": self.runtime,
             "loaded_at": self.loaded_at,
         }
 
@@ -77,6 +80,27 @@ class ModelInfo:
 class ServedModel:
     info: ModelInfo
     model: Classifier
+    # Temperature and open-set threshold fitted with the version (fish_platform.ml.trust); None for a
+    # version registered before calibration existed: raw softmax and never "unknown".
+    calibration: CalibrationRecord | None = None
+    unknown_threshold: float | None = None  # FISH_UNKNOWN_THRESHOLD: overrides the record's threshold
+
+    def answer(self, probabilities: np.ndarray) -> dict[str, Any]:
+        """One image's probabilities -> the answer: calibrated top-3 and whether it is "unknown"."""
+        record = self.calibration
+        calibrated = record.calibrate(probabilities[None])[0] if record else probabilities
+        answer: dict[str, Any] = {
+            "model_name": self.info.model_name,
+            "model_version": self.info.version,
+            "top3": top_k(calibrated, self.info.labels),
+            "unknown": False,
+            "unknown_score": None,
+        }
+        if record is not None:
+            score = float(record.scores(probabilities[None])[0])
+            threshold = record.threshold if self.unknown_threshold is None else self.unknown_threshold
+            answer["unknown"], answer["unknown_score"] = bool(score < threshold), round(score, 6)
+        return answer
 
 
 @dataclass(frozen=True)
@@ -105,14 +129,7 @@ def classify_batch(served: ServedModel, images: Sequence[np.ndarray]) -> list[di
     probs = np.asarray(served.model.predict_arrays(batch))
     if probs.shape != (len(images), len(served.info.labels)):
         raise RuntimeError(f"model returned shape {probs.shape} for {len(images)} images")
-    return [
-        {
-            "model_name": served.info.model_name,
-            "model_version": served.info.version,
-            "top3": top_k(row, served.info.labels),
-        }
-        for row in probs
-    ]
+    return [served.answer(row) for row in probs]
 
 
 def configure_tf_threads(intra_op: int) -> None:
@@ -132,27 +149,114 @@ def configure_tf_threads(intra_op: int) -> None:
         log_event(log, "tensorflow threads not set", logging.WARNING, error=str(exc))
 
 
+RUNTIMES = ("auto", "openvino", "onnx", "tensorflow")
+
+
 def _default_loader(uri: str) -> Classifier:
     from fish_platform.ml.packaging import load_classifier  # TensorFlow only in the model process
 
     return load_classifier(uri)
 
 
-def registry_loader(tracking_uri: str | None, registry_uri: str | None = None) -> Callable[[str], Classifier]:
-    """A loader that downloads ``models:/`` URIs from *this* registry.
+class BundleClassifier:
+    """A version's optimized bundle (``serving/<format>/`` in its run) on its runtime: no TensorFlow."""
 
+    def __init__(self, folder: Any, runtime: str, threads: int | None) -> None:
+        from fish_platform.ml.export import load_exported, read_export
+
+        exported = read_export(folder)
+        self._model = load_exported(folder, threads)
+        self.runtime = runtime
+        self.labels = list(exported.labels)
+        self.image_size = exported.image_size
+        self.metadata = {**exported.manifest.get("source", {}), "runtime": runtime}
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self._model.predict_arrays(images), dtype=np.float32)
+
+
+def _bundle_for(client: Any, uri: str, runtime: str, threads: int | None) -> BundleClassifier | None:
+    """Download the version's bundle for ``runtime`` (``auto``: the first of RUNTIME_PREFERENCE)."""
+    import tempfile
+
+    import mlflow
+
+    from fish_platform.ml.serving_bundles import RUNTIME_PREFERENCE, SERVING_ARTIFACTS
+
+    name, version = uri.removeprefix("models:/").rsplit("/", 1)
+    run_id = client.get_model_version(name, version).run_id
+    present = {item.path.rsplit("/", 1)[-1] for item in client.list_artifacts(run_id, SERVING_ARTIFACTS)}
+    for candidate in RUNTIME_PREFERENCE if runtime == "auto" else (runtime,):
+        if candidate in present:
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=f"{SERVING_ARTIFACTS}/{candidate}",
+                dst_path=tempfile.mkdtemp(prefix=f"fish-{candidate}-"), tracking_uri=client.tracking_uri,
+            )
+            return BundleClassifier(folder, candidate, threads)
+    return None
+
+
+def registry_loader(
+    tracking_uri: str | None,
+    registry_uri: str | None = None,
+    runtime: str = "tensorflow",
+    threads: int = 0,
+) -> Callable[[str], Classifier]:
+    """A loader that downloads ``models:/`` URIs from *this* registry, on ``runtime`` (FISH_RUNTIME).
+
+    ``auto`` serves the version's OpenVINO bundle (then ONNX) when it has one, else TensorFlow;
+    ``openvino`` or ``onnx`` refuse a version without that bundle (the previous version keeps
+    serving). ``threads`` (0: the container's CPU limit) size the runtime's compute pool.
     ``mlflow.pyfunc.load_model`` resolves ``models:/`` through MLflow's process-wide URIs, not the
-    client the alias was read with; without this, a service configured only by ``FISH_DATA_DIR``
-    would find the alias and then fail to download the version.
+    client the alias was read with; without the URIs set here, a service configured only by
+    ``FISH_DATA_DIR`` would find the alias and then fail to download the version.
     """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"FISH_RUNTIME must be one of {RUNTIMES}, got {runtime!r}")
 
     def load(uri: str) -> Classifier:
         import mlflow
+        from mlflow import MlflowClient
 
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(registry_uri or tracking_uri or mlflow.get_tracking_uri())
+        if runtime != "tensorflow":
+            client = MlflowClient(mlflow.get_tracking_uri(), registry_uri=mlflow.get_registry_uri())
+            bundle = _bundle_for(client, uri, runtime, threads or None)
+            if bundle is not None:
+                return bundle
+            if runtime != "auto":
+                raise RuntimeError(f"{uri} has no {runtime} model (FISH_RUNTIME={runtime})")
+        configure_tf_threads(threads)
         return _default_loader(uri)
+
+    return load
+
+
+def registry_calibration(
+    tracking_uri: str | None, registry_uri: str | None = None
+) -> Callable[[AliasTarget], CalibrationRecord | None]:
+    """Reads the calibration record logged with a version's run (None when it has none)."""
+
+    def load(target: AliasTarget) -> CalibrationRecord | None:
+        import json
+
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        from fish_platform.ml.trust import CALIBRATION_ARTIFACT
+
+        if target.run_id is None:
+            return None
+        if tracking_uri:
+            mlflow.set_tracking_uri(tracking_uri)
+        try:
+            text = mlflow.artifacts.load_text(f"runs:/{target.run_id}/{CALIBRATION_ARTIFACT}")
+        except (MlflowException, OSError) as exc:
+            log_event(log, "no calibration with this version", version=target.version, error=str(exc)[:200])
+            return None
+        return CalibrationRecord.from_dict(json.loads(text))
 
     return load
 
@@ -202,8 +306,12 @@ class ModelHolder:
         reload_jitter_s: float = 0.0,
         rng: random.Random | None = None,
         wait: Callable[[float], bool] | None = None,
+        load_calibration: Callable[[AliasTarget], CalibrationRecord | None] = lambda target: None,
+        unknown_threshold: float | None = None,
     ) -> None:
         self.model_name = model_name
+        self._load_calibration = load_calibration
+        self._unknown_threshold = unknown_threshold
         # Spread the pods' downloads after a promotion over [0, jitter] s, so that N pods do not pull
         # the same artifacts from one MLflow server at the same instant (the first load is not delayed).
         self._reload_jitter_s = max(0.0, reload_jitter_s)
@@ -290,8 +398,10 @@ class ModelHolder:
             variant=metadata.get("variant"),
             weights=metadata.get("weights"),
             run_id=target.run_id,
+            runtime=str(getattr(model, "runtime", "tensorflow")),
         )
-        served = ServedModel(info=info, model=model)
+        calibration = self._load_calibration(target)
+        served = ServedModel(info, model, calibration, self._unknown_threshold)
         for n in self._warmup_batch_sizes:  # compile before the model takes traffic
             classify_batch(served, [np.zeros((info.image_size, info.image_size, 3), np.uint8)] * n)
         log_event(
@@ -300,6 +410,7 @@ class ModelHolder:
             uri=uri,
             seconds=round(time.perf_counter() - started, 2),
             image_size=info.image_size,
+            calibrated=calibration is not None,
         )
         return served
 

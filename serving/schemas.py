@@ -12,7 +12,9 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    top3: list[Prediction]
+    top3: list[Prediction]  # calibrated confidences when the version has a calibration record
+    unknown: bool = False  # true: probably not a species the model knows (the top-3 are best guesses)
+    unknown_score: float | None = None  # the open-set score (calibrated max probability); None: uncalibrated
     model_name: str
     model_version: str
     cached: bool
@@ -23,6 +25,8 @@ class BatchItem(BaseModel):
     index: int
     ok: bool
     top3: list[Prediction] | None = None
+    unknown: bool | None = None
+    unknown_score: float | None = None
     model_version: str | None = None
     cached: bool | None = None
     error: str | None = None

@@ -15,7 +15,9 @@ This module is the BentoML adapter; the logic lives in plain modules. The path o
 5. :class:`FishModel` (internal, unix socket): a *batchable* BentoML API, so adaptive batching merges
    the images of concurrent requests into one call of
 6. ``serving.inference.ModelHolder``: the model the ``production`` alias points at (polled, swapped
-   without a restart) and its classify step (``classify_batch``: top-3 from ``fish_platform.contract``).
+   without a restart) on its runtime (``registry_loader``: the version's OpenVINO bundle, or Keras on
+   TensorFlow, by ``FISH_RUNTIME``) and its classify step (``classify_batch``: calibrated top-3 and
+   ``unknown`` from the version's calibration record, ``ServedModel.answer``).
 
 Images cross the process boundary as pickled uint8 arrays (BentoML uses pickle between services of
 one graph). Settings: the ``serving`` section of ``fish_platform.settings``; BentoML reads the
@@ -42,7 +44,7 @@ from serving.inference import (
     ModelHolder,
     ModelNotLoaded,
     RegistryAlias,
-    configure_tf_threads,
+    registry_calibration,
     registry_loader,
 )
 from serving.metrics import service_metrics
@@ -74,17 +76,20 @@ class FishModel:
     def __init__(self) -> None:
         configure_logging()
         config = load_serving_config()
-        configure_tf_threads(config.tf_intra_op_threads)
         self.metrics = service_metrics()
         self.metrics.model_loaded.set(0)
         self.holder = ModelHolder(
             config.model_name,
             resolve=RegistryAlias(config.model_name, config.alias, config.tracking_uri, config.registry_uri),
-            load=registry_loader(config.tracking_uri, config.registry_uri),
+            load=registry_loader(
+                config.tracking_uri, config.registry_uri, config.runtime, config.tf_intra_op_threads
+            ),
             on_swap=lambda old, new: self.metrics.model_swapped(
                 new.model_name, old.version if old else None, new.version
             ),
             reload_jitter_s=config.reload_jitter_seconds,
+            load_calibration=registry_calibration(config.tracking_uri, config.registry_uri),
+            unknown_threshold=config.unknown_threshold,
         )
         log_event(
             log,
@@ -212,6 +217,7 @@ class FishService:
             "status": "ready",
             "model_name": served["model_name"],
             "model_version": served["model_version"],
+            "runtime": served.get("runtime"),
             "cache": self.cache.backend,
         }
 
@@ -259,6 +265,8 @@ class FishService:
         self._answered(image)
         return PredictResponse(
             top3=image.answer["top3"],
+            unknown=image.answer.get("unknown", False),
+            unknown_score=image.answer.get("unknown_score"),
             model_name=image.answer.get("model_name", served["model_name"]),
             model_version=image.answer["model_version"],
             cached=image.cached,
@@ -293,6 +301,8 @@ class FishService:
                     index=index,
                     ok=True,
                     top3=image.answer["top3"],
+                    unknown=image.answer.get("unknown", False),
+                    unknown_score=image.answer.get("unknown_score"),
                     model_version=image.answer["model_version"],
                     cached=image.cached,
                 )

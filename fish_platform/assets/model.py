@@ -16,9 +16,16 @@ import dagster as dg
 
 from fish_platform.assets.config import overlay, overrides
 from fish_platform.data.dataset import FishDataset
-from fish_platform.ml.config import EvaluationConfig, PromotionConfig, TrainConfig, with_overrides
+from fish_platform.ml.config import (
+    EvaluationConfig,
+    OptimizationConfig,
+    PromotionConfig,
+    TrainConfig,
+    with_overrides,
+)
 from fish_platform.ml.evaluate import Evaluation
 from fish_platform.ml.plots import markdown_image
+from fish_platform.ml.serving_bundles import ServingModelReport
 from fish_platform.ml.tracking import TrainingRun
 from fish_platform.ml.train import EpochRecord
 from fish_platform.pod_sizing import pod_tags
@@ -49,6 +56,7 @@ class EvaluatedModel:
 
     model: TrainingRun
     evaluation: Evaluation
+    config: EvaluationConfig
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
@@ -146,7 +154,7 @@ def model_evaluation(
         f"top-3 {evaluation.top3_accuracy:.4f} on {evaluation.n_images} images"
     )
     return dg.Output(
-        EvaluatedModel(fish_classifier, evaluation),
+        EvaluatedModel(fish_classifier, evaluation, evaluation_config),
         metadata={
             **_run_metadata(mlflow.tracking_uri, fish_classifier),
             "split": evaluation.split,
@@ -158,8 +166,24 @@ def model_evaluation(
             "split_fingerprint": evaluation.fingerprint[:16],
             "per_species": dg.MetadataValue.md(evaluation.per_class_markdown()),
             "confusion_matrix": dg.MetadataValue.md(markdown_image(confusion_png, "confusion matrix")),
+            **_trust_metadata(evaluation),
         },
     )
+
+
+def _trust_metadata(evaluation: Evaluation) -> dict[str, Any]:
+    trust = evaluation.trust
+    if trust is None:
+        return {}
+    record = trust.calibration
+    return {
+        "ece_before_scaling": _score(trust.test_ece_before),
+        "ece": _score(trust.test_ece_after),
+        "temperature": _score(record.temperature),
+        "unknown_threshold": _score(record.threshold),
+        "reliability_diagram": dg.MetadataValue.md(markdown_image(trust.reliability_png, "reliability")),
+        **{f"behaviour_{name}": _score(check.rate) for name, check in trust.checks.items()},
+    }
 
 
 @dg.asset_check(
@@ -167,24 +191,118 @@ def model_evaluation(
     blocking=True,
     description=f"Test accuracy is at least {MIN_SKILL:.0%} of the way from chance to perfect.",
 )
-def model_beats_chance(model_evaluation: EvaluatedModel) -> dg.AssetCheckResult:
+def model_beats_chance(
+    context: dg.AssetCheckExecutionContext, model_evaluation: EvaluatedModel
+) -> dg.AssetCheckResult:
     """Stops promotion of a model that only looks trained (e.g. one class for every image)."""
     evaluation = model_evaluation.evaluation
     chance = 1.0 / len(evaluation.labels)
     required = chance + MIN_SKILL * (1.0 - chance)
     recalls = [row["recall"] for row in evaluation.per_class]
+    passed = evaluation.accuracy >= required
+    metadata = {
+        "accuracy": round(evaluation.accuracy, 4),
+        "required": round(required, 4),
+        "chance": round(chance, 4),
+        "species_never_recognised": sum(1 for r in recalls if r == 0.0),
+    }
+    if not passed:
+        metadata["what_to_do"] = NOT_LEARNED_ADVICE
+        context.log.warning(f"accuracy {evaluation.accuracy:.3f} < {required:.3f}: {NOT_LEARNED_ADVICE}")
+    return dg.AssetCheckResult(passed=passed, metadata=metadata)
+
+
+NOT_LEARNED_ADVICE = (
+    "the model has not learned: add images (at least a few dozen per species; from-scratch training "
+    "needs more than pretrained), or train from ImageNet weights (weights=imagenet, see docs/training.md)"
+)
+
+
+def _behaviour_check(name: str, description: str) -> dg.AssetChecksDefinition:
+    """A check on one behavioural test computed by the evaluation (fish_platform.ml.trust): it blocks
+    promotion when it fails with ERROR severity, i.e. when ``block_on_behaviour`` is set."""
+
+    @dg.asset_check(asset=model_evaluation, name=f"behaviour_{name}", blocking=True, description=description)
+    def check(
+        context: dg.AssetCheckExecutionContext, model_evaluation: EvaluatedModel
+    ) -> dg.AssetCheckResult:
+        trust = model_evaluation.evaluation.trust
+        if trust is None:
+            return dg.AssetCheckResult(passed=False, metadata={"reason": "no behaviour tests were run"})
+        result = trust.checks[name]
+        metadata = {"rate": round(result.rate, 4), "required": result.threshold, "images": result.n}
+        if result.per_species:
+            metadata["recall_per_species"] = ", ".join(f"{k} {v:.2f}" for k, v in result.per_species.items())
+        if result.failing:
+            metadata["failing"] = ", ".join(str(item) for item in result.failing[:20])
+        verdict = "passed" if result.passed else "FAILED"
+        context.log.info(f"behaviour {name} {verdict}: {result.rate:.3f} (required {result.threshold})")
+        blocking = model_evaluation.config.block_on_behaviour
+        severity = dg.AssetCheckSeverity.ERROR if blocking else dg.AssetCheckSeverity.WARN
+        return dg.AssetCheckResult(passed=result.passed, metadata=metadata, severity=severity)
+
+    return check
+
+
+BEHAVIOUR_CHECKS = [
+    _behaviour_check("flip", "Top-1 unchanged for mirrored test images (at least 95%)."),
+    _behaviour_check(
+        "brightness_contrast", "Top-1 unchanged under small brightness and contrast changes (at least 95%)."
+    ),
+    _behaviour_check("minimum_functionality", "Every species' test recall reaches the configured floor."),
+    _behaviour_check("not_a_fish", "Generated non-fish images (colours, noise, patterns) get unknown."),
+]
+
+
+ServingModelConfig = overlay(OptimizationConfig, "ServingModelConfig", "Optimized runtimes to build.")
+
+
+@dg.asset(group_name=MODEL_GROUP, kinds={"openvino", "mlflow"}, op_tags=TRAINING_POD)
+def serving_model(
+    context: dg.AssetExecutionContext,
+    config: ServingModelConfig,
+    model_evaluation: EvaluatedModel,
+    fish_dataset: FishDataset,
+    mlflow: MlflowResource,
+) -> dg.Output[ServingModelReport]:
+    """The evaluated model converted for fast CPU serving (OpenVINO IR FP32), checked against Keras on
+    the test split and logged beside the model, where the service finds it."""
+    from fish_platform.ml.tracking import optimize_and_log
+
+    mlflow.setup()
+    optimization = with_overrides(OptimizationConfig(), overrides(config))
+    model, dataset = model_evaluation.model, fish_dataset.version
+    report = optimize_and_log(model, dataset, optimization, log=context.log.info)
+    metadata: dict[str, Any] = {
+        "runtimes": ", ".join(report.runtimes) or "none",
+        "test_images": report.test_images,
+    }
+    for bundle in report.bundles:
+        metadata[f"{bundle.format}_top1_agreement"] = _score(bundle.parity["top1_agreement"])
+        metadata[f"{bundle.format}_max_prob_diff"] = float(bundle.parity["max_abs_diff"])
+        metadata[f"{bundle.format}_seconds"] = bundle.seconds
+    if report.int8 is not None:
+        metadata["int8"] = "kept" if report.int8["accepted"] else "rejected"
+        metadata["int8_reason"] = str(report.int8.get("reason", ""))
+    return dg.Output(report, metadata=metadata)
+
+
+@dg.asset_check(
+    asset=serving_model,
+    blocking=True,
+    description="Every optimized runtime agrees with Keras on the test split (top-1 >= 99.5%, |dp| <= 1e-3).",
+)
+def optimized_model_matches_keras(serving_model: ServingModelReport) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        passed=evaluation.accuracy >= required,
+        passed=serving_model.parity_passed,
         metadata={
-            "accuracy": round(evaluation.accuracy, 4),
-            "required": round(required, 4),
-            "chance": round(chance, 4),
-            "species_never_recognised": sum(1 for r in recalls if r == 0.0),
+            bundle.format: "passed" if bundle.passed else f"FAILED {bundle.parity}"
+            for bundle in serving_model.bundles
         },
     )
 
 
-@dg.asset(group_name=MODEL_GROUP, kinds={"mlflow"}, op_tags=pod_tags("training"))
+@dg.asset(group_name=MODEL_GROUP, kinds={"mlflow"}, op_tags=pod_tags("training"), deps=[serving_model])
 def production_model(
     context: dg.AssetExecutionContext,
     config: ProductionModelConfig,
@@ -253,5 +371,10 @@ def production_alias_follows_decision(
     )
 
 
-MODEL_ASSETS = [fish_classifier, model_evaluation, production_model]
-MODEL_CHECKS = [model_beats_chance, production_alias_follows_decision]
+MODEL_ASSETS = [fish_classifier, model_evaluation, serving_model, production_model]
+MODEL_CHECKS = [
+    model_beats_chance,
+    *BEHAVIOUR_CHECKS,
+    optimized_model_matches_keras,
+    production_alias_follows_decision,
+]

@@ -82,6 +82,22 @@ class EvaluationConfig:
     batch_size: int = doc("images per model call", 32)
     latency_calls: int = doc("single-image calls timed for the batch-1 latency (0: no timing)", 20)
     sample_predictions: int = doc("images whose top-1 is kept for consistency checks", 8)
+    behaviour_images: int = doc("test images used by the flip and brightness/contrast checks", 64)
+    not_a_fish_images: int = doc("generated colours, noise and patterns for the unknown check", 28)
+    min_species_recall: float = doc("each species' test recall must reach this (minimum functionality)", 0.5)
+    # Off by default: small models trained from scratch fail them (docs/training.md has the figures).
+    block_on_behaviour: bool = doc("a failing behavioural check blocks promotion (else it warns)", False)
+
+
+@dataclass(frozen=True)
+class OptimizationConfig:
+    """Which optimized runtimes are built for a trained model (each must pass parity to be logged)."""
+
+    formats: str = doc("comma-separated: openvino, onnx, litert", "openvino")
+    int8: bool = doc("also an INT8 OpenVINO model (NNCF), kept only if test accuracy drops <= 1 point", False)
+
+    def format_list(self) -> tuple[str, ...]:
+        return tuple(name.strip() for name in self.formats.split(",") if name.strip())
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from fish_platform.contract import TOP_K, top_k_indices
 from fish_platform.ml.config import EvaluationConfig
 from fish_platform.ml.input import DatasetLike, first_images, iter_rows, read_dataset_info, split_fingerprint
 from fish_platform.ml.packaging import FishClassifierModel
+from fish_platform.ml.trust import TrustReport, assess_trust
 
 
 @dataclass
@@ -48,12 +49,14 @@ class Evaluation:
     confusion: np.ndarray  # rows: true species (labels order), columns: predicted (labels + "other")
     latency: dict[str, float] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)  # a few images' top-1, for checks
+    trust: TrustReport | None = None  # calibration, unknown threshold, behavioural checks
 
     def metrics(self, prefix: str = "test_") -> dict[str, float]:
         """Flat numbers for MLflow."""
         values = {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "top3_accuracy": self.top3_accuracy}
         values.update(self.latency)
-        return {f"{prefix}{name}": float(value) for name, value in values.items()}
+        flat = {f"{prefix}{name}": float(value) for name, value in values.items()}
+        return {**flat, **(self.trust.metrics(prefix) if self.trust else {})}
 
     def per_class_markdown(self) -> str:
         lines = ["| species | precision | recall | F1 | images |", "|---|---|---|---|---|"]
@@ -175,6 +178,8 @@ def evaluate_classifier(
     predictions = predict_split(model, dataset, split, batch_size)
     ranked = predictions.top_k(TOP_K)
     summary, per_class, confusion = classification_report(predictions.true_species, ranked, info.labels)
+    val_predictions = predict_split(model, dataset, "val", batch_size)
+    trust = assess_trust(model, dataset, val_predictions, predictions, config)
     sample_images = first_images(dataset, split, latency_calls)
     latency = {}
     if sample_images:
@@ -197,6 +202,7 @@ def evaluate_classifier(
         confusion=confusion,
         latency=latency,
         predictions=sample,
+        trust=trust,
         **summary,
     )
 

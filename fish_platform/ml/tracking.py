@@ -16,12 +16,13 @@ from typing import Any
 import mlflow
 
 from fish_platform.data.layout import as_version
-from fish_platform.ml.config import EvaluationConfig, TrainConfig
+from fish_platform.ml.config import EvaluationConfig, OptimizationConfig, TrainConfig
 from fish_platform.ml.evaluate import Evaluation, evaluate_classifier
 from fish_platform.ml.input import DatasetLike, first_images
 from fish_platform.ml.packaging import load_classifier, log_classifier
 from fish_platform.ml.plots import confusion_matrix_png, training_curves_png
 from fish_platform.ml.train import EpochCallback, EpochRecord, TrainResult, train_classifier
+from fish_platform.ml.trust import CALIBRATION_ARTIFACT
 
 
 @dataclass
@@ -143,10 +144,14 @@ def evaluate_and_log(
                 "labels": evaluation.labels,
                 "predictions_sample": evaluation.predictions,
                 "fingerprint": evaluation.fingerprint,
+                "trust": evaluation.trust.as_dict() if evaluation.trust else None,
             },
             f"evaluation/{split}.json",
         )
         _log_png(confusion, f"evaluation/{split}_confusion_matrix.png")
+        if evaluation.trust is not None:  # the service reads the record from here (serving/inference.py)
+            mlflow.log_dict(evaluation.trust.calibration.as_dict(), CALIBRATION_ARTIFACT)
+            _log_png(evaluation.trust.reliability_png, f"evaluation/{split}_reliability.png")
     return evaluation, confusion
 
 
@@ -155,3 +160,28 @@ def champion_scorer(dataset: DatasetLike, split: str = "test") -> Callable[[str]
     from fish_platform.ml.evaluate import macro_f1_on_split
 
     return lambda model_uri: macro_f1_on_split(load_classifier(model_uri), dataset, split)
+
+
+def optimize_and_log(run: TrainingRun, dataset: DatasetLike, config: OptimizationConfig, log: Any = print):
+    """Build the optimized runtimes of a trained model and log those that pass parity in its run.
+
+    Returns the :class:`fish_platform.ml.serving_bundles.ServingModelReport`.
+    """
+    from fish_platform.ml.serving_bundles import INT8_BUNDLE, SERVING_ARTIFACTS, build_serving_bundles
+
+    with tempfile.TemporaryDirectory(prefix="fish-serving-") as tmp:
+        out = Path(tmp)
+        report = build_serving_bundles(
+            run.run_id, run.model_uri, dataset, out, formats=config.format_list(), int8=config.int8, log=log
+        )
+        with mlflow.start_run(run_id=run.run_id):
+            for bundle in report.bundles:
+                if bundle.passed:
+                    bundle.artifact_path = f"{SERVING_ARTIFACTS}/{bundle.format}"
+                    mlflow.log_artifacts(str(out / bundle.format), bundle.artifact_path)
+            if report.int8 and report.int8.get("accepted"):
+                mlflow.log_artifacts(str(out / INT8_BUNDLE), f"{SERVING_ARTIFACTS}/{INT8_BUNDLE}")
+            mlflow.log_dict(report.as_dict(), f"{SERVING_ARTIFACTS}/report.json")
+            mlflow.set_tag("fish.serving.runtimes", ",".join(report.runtimes) or "none")
+    return report
+

@@ -120,7 +120,12 @@ def test_graph_learns_promotes_and_serves_the_same_answers(mlflow_store, tmp_pat
     print(f"learning test: {scores}")
     assert evaluation.accuracy >= 0.8, evaluation
     assert evaluation.macro_f1 >= 0.75 and evaluation.top3_accuracy >= evaluation.accuracy
-    assert all(check.passed for check in result.get_asset_check_evaluations())
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    names = ("flip", "brightness_contrast", "minimum_functionality", "not_a_fish")
+    behaviour = {f"behaviour_{name}" for name in names}
+    assert behaviour <= set(checks)  # measured and reported; they block only with block_on_behaviour
+    assert all(checks[name].passed for name in set(checks) - behaviour), checks
+    assert all(0.0 <= checks[name].metadata["rate"].value <= 1.0 for name in behaviour)
 
     classifier = result.output_for_node("fish_classifier")
     assert classifier.weights == "none" and classifier.variant == "B0" and classifier.epochs_run >= 1

@@ -37,8 +37,19 @@ class Registry:
     model_name: str
 
 
-def register_tiny_model(registry: Registry, labels: Sequence[str], image_size: int, seed: int = 0) -> str:
-    """Build, log and register one untrained B0 through ``log_classifier``; returns the new version."""
+def register_tiny_model(
+    registry: Registry,
+    labels: Sequence[str],
+    image_size: int,
+    seed: int = 0,
+    bundles: Sequence[str] = (),
+    calibration: dict | None = None,
+) -> str:
+    """Build, log and register one untrained B0 through ``log_classifier``; returns the new version.
+
+    ``bundles`` (e.g. ``("openvino",)``) are exported and logged as ``serving/<format>`` the way the
+    ``serving_model`` asset logs them; ``calibration`` is logged as the evaluation step logs it.
+    """
     import keras
     import mlflow
     from mlflow import MlflowClient
@@ -72,6 +83,19 @@ def register_tiny_model(registry: Registry, labels: Sequence[str], image_size: i
                 weights.description,
                 registered_model_name=registry.model_name,
             )
+            for fmt in bundles:
+                import tempfile
+
+                from fish_platform.ml.export import export_model
+                from fish_platform.ml.serving_bundles import SERVING_ARTIFACTS
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    folder = export_model(model, list(labels), image_size, fmt, f"{tmp}/{fmt}")
+                    mlflow.log_artifacts(str(folder), f"{SERVING_ARTIFACTS}/{fmt}")
+            if calibration is not None:
+                from fish_platform.ml.trust import CALIBRATION_ARTIFACT
+
+                mlflow.log_dict(calibration, CALIBRATION_ARTIFACT)
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])

@@ -214,3 +214,27 @@ def test_reloads_after_a_promotion_are_staggered_but_the_first_load_is_not():
     assert events == ["load 1", f"wait {expected:.3f}", "load 2"]  # the first load is never delayed
     assert holder.refresh() is False and events[-1] == "load 2"  # same version: no wait, no load
     assert holder.classify([image(32)])[0]["model_version"] == "2"
+
+
+def test_a_calibrated_version_answers_calibrated_top3_and_flags_unknown_images():
+    import numpy as np
+
+    from fish_platform.ml.calibration import CalibrationRecord
+    from serving.inference import ModelInfo, ServedModel
+
+    record = CalibrationRecord(
+        temperature=2.0, threshold=0.6, score_method="max_probability", ece_before=0.2, ece_after=0.05
+    )
+    info = ModelInfo(model_name="fish", version="7", image_size=8, labels=("Bass", "Trout", "Carp"))
+    served = ServedModel(info, model=None, calibration=record)
+    sure, unsure = np.array([0.96, 0.03, 0.01]), np.array([0.40, 0.35, 0.25])
+    confident = served.answer(sure)
+    assert confident["top3"][0]["species"] == "Bass" and not confident["unknown"]
+    assert confident["top3"][0]["confidence"] < 0.96  # temperature 2 softens an over-confident answer
+    doubtful = served.answer(unsure)
+    assert doubtful["unknown"] and doubtful["unknown_score"] < 0.6
+    assert doubtful["top3"][0]["species"] == "Bass"
+    relaxed = ServedModel(info, model=None, calibration=record, unknown_threshold=0.1)
+    assert not relaxed.answer(unsure)["unknown"]  # FISH_UNKNOWN_THRESHOLD overrides the fitted one
+    raw = ServedModel(info, model=None).answer(sure)
+    assert raw["unknown"] is False and raw["unknown_score"] is None and raw["top3"][0]["confidence"] == 0.96

@@ -261,3 +261,28 @@ def test_promotion_switches_version_without_restart(service, fish_photo):
     assert service.process.pid == pid and service.process.poll() is None  # same process, no restart
     assert metric_value(metrics, "fish_model_version_info", version=new_version) == 1
     assert metric_value(metrics, "fish_model_version_info", version=old_version) == 0
+
+
+def test_promotion_to_a_version_with_an_openvino_bundle_swaps_the_runtime(service, fish_photo):
+    """FISH_RUNTIME=auto: a version logged with serving/openvino is served by OpenVINO, calibrated."""
+    calibration = {
+        "temperature": 1.5, "threshold": 0.999, "score_method": "max_probability",
+        "ece_before": 0.1, "ece_after": 0.05,
+    }
+    new_version = register_tiny_model(
+        service.registry, LABELS_V2, image_size=48, seed=3, bundles=("openvino",), calibration=calibration
+    )
+    promote(service.registry, new_version)
+    service.versions[new_version] = LABELS_V2
+    service.version = new_version
+    deadline = time.monotonic() + 120
+    with service.client() as client:
+        while time.monotonic() < deadline and client.get("/model").json().get("model_version") != new_version:
+            time.sleep(0.5)
+        model = client.get("/model").json()
+        assert model["model_version"] == new_version and model["runtime"] == "openvino"
+        assert client.get("/readyz").json()["runtime"] == "openvino"
+        body = predict(client, fish_photo.read_bytes()).json()
+        assert body["model_version"] == new_version and {p["species"] for p in body["top3"]} <= set(LABELS_V2)
+        # a threshold of 0.999 on the calibrated max probability: an untrained model is never that sure
+        assert body["unknown"] is True and 0.0 < body["unknown_score"] < 0.999

@@ -1,0 +1,470 @@
+"""Inference runtimes for the exported classifier: OpenVINO, ONNX Runtime, LiteRT and TensorFlow.
+
+Every runtime class has the same small interface, so the service, the CLI and the benchmarks can
+swap one for another:
+
+* ``name``: ``"openvino"``, ``"onnx"``, ``"litert"`` or ``"tensorflow"``;
+* ``threads``: the compute threads it was built with;
+* ``image_size`` and ``n_classes`` (read from the model file);
+* ``predict_arrays(images)``: ``(N, S, S, 3)`` RGB pixels in [0, 255] (float32, or uint8 which
+  is cast) -> ``float32 (N, n_classes)`` softmax probabilities, for any ``N`` (0 included).
+
+The models take raw pixel values: EfficientNet's rescaling and normalization are inside the graph,
+so no runtime does any preprocessing of its own.
+
+Importing this module, and loading or running an OpenVINO, ONNX or LiteRT model, never imports
+TensorFlow (a serving process can then leave it out of its image). Only
+:class:`TensorFlowClassifier`, the reference the others are compared with, imports it, in its
+constructor. Each runtime's own package is imported when a model is loaded, not at import time.
+
+Thread counts come from :func:`cpu_threads_from_limit`: the container's CPU limit (cgroup quota),
+never the node's core count, which in a pod with a limit of 2 CPUs on a 64-core node would start
+64 compute threads that the kernel then throttles.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import queue
+import threading
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+RuntimeName = Literal["openvino", "onnx", "litert", "tensorflow"]
+RUNTIME_NAMES: tuple[str, ...] = ("openvino", "onnx", "litert", "tensorflow")
+# The package each runtime needs (import name), checked without importing it.
+RUNTIME_PACKAGES: dict[str, str] = {
+    "openvino": "openvino",
+    "onnx": "onnxruntime",
+    "litert": "ai_edge_litert",
+    "tensorflow": "tensorflow",
+}
+# Model file suffix -> runtime, for :func:`load_runtime`.
+SUFFIX_RUNTIMES: dict[str, str] = {
+    ".xml": "openvino",
+    ".onnx": "onnx",
+    ".tflite": "litert",
+    ".keras": "tensorflow",
+}
+
+# OpenVINO performance hint for batched serving. Measured with benchmarks/runtimes.py (2 threads on
+# a shared 2-core machine, five runs): at batch 32 THROUGHPUT (one stream per thread, a batch split
+# across them) did 1.05-1.45x the images/s of LATENCY (one stream using every thread), for B0 at
+# 224 px and B4 at 380 px; at batch 1 LATENCY was 1.0-1.4x faster with B0. Callers that classify
+# one image at a time (the CLI) should pass hint="latency".
+DEFAULT_OPENVINO_HINT = "throughput"
+# Larger batches are split into chunks of this many images (bounds the memory of one call).
+DEFAULT_MAX_BATCH = 64
+
+CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_CPU_DIR = Path("/sys/fs/cgroup/cpu")
+
+
+# --- thread counts -------------------------------------------------------------------------------
+
+
+def parse_cpu_quantity(value: float | int | str) -> float:
+    """A CPU amount as Kubernetes writes it (``"2"``, ``"1.5"``, ``"500m"``) or a number -> cores."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a CPU quantity: {value!r}")
+    if isinstance(value, int | float):
+        cores = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            cores = float(text[:-1]) / 1000.0 if text.endswith("m") else float(text)
+        except ValueError:
+            raise ValueError(f"not a CPU quantity: {value!r} (expected e.g. 2, 1.5 or 500m)") from None
+    if not math.isfinite(cores) or cores <= 0:
+        raise ValueError(f"a CPU limit must be a positive number of cores, got {value!r}")
+    return cores
+
+
+def cgroup_cpu_limit(
+    cpu_max_path: Path | str = CGROUP_V2_CPU_MAX, v1_dir: Path | str = CGROUP_V1_CPU_DIR
+) -> float | None:
+    """The container's CPU quota in cores (cgroup v2 ``cpu.max``, else v1 CFS quota); None if unlimited.
+
+    cgroup v2 writes ``"<quota> <period>"`` (``"150000 100000"`` is 1.5 cores) or ``"max <period>"``;
+    cgroup v1 keeps ``cpu.cfs_quota_us`` (``-1``: no limit) and ``cpu.cfs_period_us``.
+    """
+    try:
+        fields = Path(cpu_max_path).read_text().split()
+    except OSError:
+        fields = []
+    if fields:
+        if fields[0] == "max":
+            return None
+        period = float(fields[1]) if len(fields) > 1 else 100_000.0
+        return float(fields[0]) / period if period > 0 else None
+    try:
+        quota = float(Path(v1_dir, "cpu.cfs_quota_us").read_text().strip())
+        period = float(Path(v1_dir, "cpu.cfs_period_us").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _allowed_cpus() -> int:
+    """CPUs this process may run on (its affinity: a container's cpuset), not ``os.cpu_count()``."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_threads_from_limit(
+    limit: float | int | str | None = None,
+    *,
+    cpu_max_path: Path | str = CGROUP_V2_CPU_MAX,
+    v1_dir: Path | str = CGROUP_V1_CPU_DIR,
+    default: int | None = None,
+) -> int:
+    """Compute threads for an inference runtime: the CPU limit, rounded down, at least 1.
+
+    ``limit`` (cores, or a Kubernetes quantity such as ``"1500m"``) wins when given, e.g. from an
+    environment variable; otherwise the container's cgroup quota is read (v2 ``cpu.max``, then v1).
+    A fractional limit is rounded down (1.5 cores -> 1 thread): a second busy thread would exhaust
+    the quota and be throttled for the rest of each 100 ms period, the worst case for latency.
+    The result never exceeds the CPUs this process may run on (its affinity). Without any limit,
+    ``default`` is returned if given, else that affinity count (a cpuset where one is set).
+
+    This mirrors the project's ``FISH_TF_THREADS`` setting (TensorFlow's intra-op threads): an
+    explicit number first, and a size that suits the container rather than the node.
+    """
+    allowed = _allowed_cpus()
+    cores = parse_cpu_quantity(limit) if limit is not None else cgroup_cpu_limit(cpu_max_path, v1_dir)
+    if cores is None:
+        return max(1, int(default)) if default is not None else allowed
+    return max(1, min(allowed, math.floor(cores + 1e-9)))
+
+
+def _resolve_threads(threads: int | None) -> int:
+    if threads is None or threads <= 0:
+        return cpu_threads_from_limit()
+    return int(threads)
+
+
+# --- shared helpers ------------------------------------------------------------------------------
+
+
+def available_runtimes() -> list[str]:
+    """The runtimes whose package is installed (checked without importing them)."""
+    return [name for name in RUNTIME_NAMES if importlib.util.find_spec(RUNTIME_PACKAGES[name]) is not None]
+
+
+def as_batch(images: Any, image_size: int | None) -> np.ndarray:
+    """Validate ``(N, S, S, 3)`` pixels and return them as a C-contiguous float32 array."""
+    batch = np.asarray(images)
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected images of shape (N, height, width, 3), got {batch.shape}")
+    if image_size is not None and batch.shape[1:3] != (image_size, image_size):
+        raise ValueError(
+            f"expected images of {image_size}x{image_size} pixels, got {batch.shape[1]}x{batch.shape[2]}"
+        )
+    if not (np.issubdtype(batch.dtype, np.floating) or np.issubdtype(batch.dtype, np.integer)):
+        raise ValueError(f"expected numeric pixels, got dtype {batch.dtype}")
+    return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+def _chunks(batch: np.ndarray, size: int) -> list[np.ndarray]:
+    return [batch[start : start + size] for start in range(0, len(batch), size)]
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """What every runtime class provides."""
+
+    name: str
+    threads: int
+    image_size: int
+    n_classes: int
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray: ...
+
+
+# --- OpenVINO ------------------------------------------------------------------------------------
+
+
+class OpenVINOClassifier:
+    """An OpenVINO IR (``model.xml`` + ``model.bin``) compiled for the CPU.
+
+    ``threads`` sets ``INFERENCE_NUM_THREADS`` (default: :func:`cpu_threads_from_limit`).
+    ``hint`` is OpenVINO's performance hint: ``"latency"`` compiles one stream that uses every
+    thread; ``"throughput"`` compiles several streams (on 2 threads: two of one thread each), and
+    a batch is split across their infer requests so they run in parallel, as do concurrent callers.
+    Measured on 2 cores (benchmarks/runtimes.py): THROUGHPUT was faster for batches of 8 and 32,
+    LATENCY for single images; the default (:data:`DEFAULT_OPENVINO_HINT`) suits the batching
+    service, pass ``hint="latency"`` for one image at a time.
+
+    Inference precision is pinned to f32: on CPUs with AMX or AVX512-BF16, OpenVINO otherwise runs
+    FP32 models in bf16, which breaks parity with Keras. An INT8 model (from
+    :func:`fish_platform.ml.optimize.quantize_int8`) loads the same way.
+
+    The model keeps its dynamic batch dimension, so any batch size runs without recompiling.
+    Infer requests are created once and reused from a pool, so concurrent callers are safe: each
+    takes a free request (and, with THROUGHPUT, a large batch takes several).
+    """
+
+    name = "openvino"
+
+    def __init__(
+        self,
+        xml_path: Path | str,
+        threads: int | None = None,
+        *,
+        hint: str = DEFAULT_OPENVINO_HINT,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        import openvino as ov
+
+        self.path = Path(xml_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no OpenVINO model at {self.path}")
+        if hint.lower() not in ("latency", "throughput"):
+            raise ValueError(f"hint must be 'latency' or 'throughput', got {hint!r}")
+        self.threads = _resolve_threads(threads)
+        self.hint = hint.lower()
+        self.max_batch = int(max_batch)
+        core = ov.Core()
+        model = core.read_model(str(self.path))
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise ValueError(
+                f"expected one input and one output, got {len(model.inputs)} and {len(model.outputs)}"
+            )
+        shape = model.inputs[0].get_partial_shape()
+        self.image_size = _static_dim(shape[1])
+        self.n_classes = int(_static_dim(model.outputs[0].get_partial_shape()[1]) or 0)
+        settings = {
+            "PERFORMANCE_HINT": self.hint.upper(),
+            "INFERENCE_NUM_THREADS": self.threads,
+            "INFERENCE_PRECISION_HINT": "f32",
+            **(config or {}),
+        }
+        self._compiled = core.compile_model(model, "CPU", settings)
+        n_requests = max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.n_requests = n_requests if self.hint == "throughput" else 1
+        self._pool: queue.LifoQueue = queue.LifoQueue()
+        for _ in range(self.n_requests):
+            self._pool.put(self._compiled.create_infer_request())
+
+    @property
+    def streams(self) -> int:
+        """How many streams OpenVINO compiled (1 with the LATENCY hint)."""
+        return int(self._compiled.get_property("NUM_STREAMS"))
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        batch = as_batch(images, self.image_size)
+        if len(batch) == 0:
+            return np.zeros((0, self.n_classes), dtype=np.float32)
+        return np.concatenate([self._run(chunk) for chunk in _chunks(batch, self.max_batch)])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        held = [self._pool.get()]  # blocks until a request is free
+        try:
+            while len(held) < min(self.n_requests, len(batch)):
+                try:
+                    held.append(self._pool.get_nowait())
+                except queue.Empty:
+                    break
+            parts = np.array_split(batch, len(held)) if len(held) > 1 else [batch]
+            for request, part in zip(held, parts, strict=True):
+                request.start_async({0: part}, share_inputs=True)
+            outputs = []
+            for request in held:
+                request.wait()
+                outputs.append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
+            return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
+        finally:
+            for request in held:
+                self._pool.put(request)
+
+
+def _static_dim(dim: Any) -> int | None:
+    return None if dim.is_dynamic else int(dim.get_length())
+
+
+# --- ONNX Runtime --------------------------------------------------------------------------------
+
+
+class OnnxClassifier:
+    """An ONNX model on ONNX Runtime's CPU provider (``intra_op_num_threads`` = ``threads``).
+
+    ``InferenceSession.run`` is thread-safe and the batch dimension is dynamic.
+    """
+
+    name = "onnx"
+
+    def __init__(
+        self, onnx_path: Path | str, threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH
+    ):
+        import onnxruntime as ort
+
+        self.path = Path(onnx_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no ONNX model at {self.path}")
+        self.threads = _resolve_threads(threads)
+        self.max_batch = int(max_batch)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0].name, outputs[0].name
+        height = inputs[0].shape[1]
+        self.image_size = int(height) if isinstance(height, int) else None
+        classes = outputs[0].shape[1]
+        self.n_classes = int(classes) if isinstance(classes, int) else 0
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        batch = as_batch(images, self.image_size)
+        if len(batch) == 0:
+            return np.zeros((0, self.n_classes), dtype=np.float32)
+        parts = [
+            self._session.run([self._output], {self._input: c})[0] for c in _chunks(batch, self.max_batch)
+        ]
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+# --- LiteRT --------------------------------------------------------------------------------------
+
+
+class LiteRTClassifier:
+    """A ``.tflite`` model on the LiteRT interpreter (``ai_edge_litert``) with its XNNPACK delegate.
+
+    The interpreter's input is resized when the batch size changes (the model keeps a dynamic
+    batch dimension); XNNPACK keeps its packed weights, so switching sizes costs under a
+    millisecond once each size has been seen (about 50 ms the first time, B0 at 224 px). One
+    interpreter runs one call at a time (a lock serializes concurrent callers); create one
+    instance per worker thread for parallelism.
+    """
+
+    name = "litert"
+
+    def __init__(
+        self, tflite_path: Path | str, threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH
+    ) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(tflite_path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no LiteRT model at {self.path}")
+        self.threads = _resolve_threads(threads)
+        self.max_batch = int(max_batch)
+        self._interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
+        self._input, self._output = inputs[0], outputs[0]
+        signature = self._input.get("shape_signature", self._input["shape"])
+        self.image_size = int(signature[1]) if int(signature[1]) > 0 else None
+        self.n_classes = int(self._output["shape"][-1])
+        self._batch = -1  # allocated batch size
+        self._lock = threading.Lock()
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        batch = as_batch(images, self.image_size)
+        if len(batch) == 0:
+            return np.zeros((0, self.n_classes), dtype=np.float32)
+        with self._lock:
+            return np.concatenate([self._run(chunk) for chunk in _chunks(batch, self.max_batch)])
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        interpreter = self._interpreter
+        if len(batch) != self._batch:
+            interpreter.resize_tensor_input(self._input["index"], list(batch.shape), strict=False)
+            interpreter.allocate_tensors()
+            self._batch = len(batch)
+        interpreter.set_tensor(self._input["index"], batch)
+        interpreter.invoke()
+        return np.array(interpreter.get_tensor(self._output["index"]), dtype=np.float32, copy=True)
+
+
+# --- TensorFlow (the reference) ------------------------------------------------------------------
+
+
+class TensorFlowClassifier:
+    """The Keras model through one compiled ``tf.function`` (as the MLflow wrapper serves it).
+
+    ``model`` is a Keras model or a ``.keras`` file. ``threads`` sets TensorFlow's intra-op pool
+    when TensorFlow has not run anything yet in this process (it cannot be changed afterwards;
+    then the existing pool is kept and ``threads`` reports it, 0 meaning TensorFlow's default of
+    one thread per core). This class imports TensorFlow; the others never do.
+    """
+
+    name = "tensorflow"
+
+    def __init__(self, model: Any, threads: int | None = None, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        import tensorflow as tf
+
+        self.threads = _resolve_threads(threads)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(self.threads)
+        except RuntimeError:  # TensorFlow is initialised already: its pool stays as it is
+            self.threads = tf.config.threading.get_intra_op_parallelism_threads()  # 0: TF's default
+        if isinstance(model, str | Path):
+            import keras
+
+            self.path: Path | None = Path(model)
+            model = keras.saving.load_model(str(model), compile=False)
+        else:
+            self.path = None
+        self.keras_model = model
+        self.image_size = int(model.input_shape[1])
+        self.n_classes = int(model.output_shape[-1])
+        self.max_batch = int(max_batch)
+        size = self.image_size
+
+        @tf.function(
+            input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True
+        )
+        def forward(images):
+            return model(images, training=False)
+
+        self._forward = forward
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        batch = as_batch(images, self.image_size)
+        if len(batch) == 0:
+            return np.zeros((0, self.n_classes), dtype=np.float32)
+        parts = [self._forward(chunk).numpy() for chunk in _chunks(batch, self.max_batch)]
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+# --- loading by file -----------------------------------------------------------------------------
+
+
+def runtime_for_path(path: Path | str) -> str:
+    """The runtime for a model file, by suffix: ``.xml``, ``.onnx``, ``.tflite`` or ``.keras``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in SUFFIX_RUNTIMES:
+        raise ValueError(f"cannot tell the runtime of {path}; expected one of {', '.join(SUFFIX_RUNTIMES)}")
+    return SUFFIX_RUNTIMES[suffix]
+
+
+def load_runtime(
+    path: Path | str, runtime: str | None = None, threads: int | None = None, **options: Any
+) -> Classifier:
+    """Load a model file with its runtime (by ``runtime`` name, else by the file's suffix).
+
+    ``options`` go to the runtime class (``hint`` for OpenVINO, ``max_batch`` for all).
+    """
+    name = runtime or runtime_for_path(path)
+    classes: dict[str, Any] = {
+        "openvino": OpenVINOClassifier,
+        "onnx": OnnxClassifier,
+        "litert": LiteRTClassifier,
+        "tensorflow": TensorFlowClassifier,
+    }
+    if name not in classes:
+        raise ValueError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIME_NAMES)}")
+    return classes[name](path, threads, **options)
