@@ -9,7 +9,6 @@ No ``from __future__ import annotations`` here: Dagster resolves config and reso
 the real annotations.
 """
 
-from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -26,7 +25,7 @@ from fish_platform.ml.config import (
 from fish_platform.ml.evaluate import Evaluation
 from fish_platform.ml.plots import markdown_image
 from fish_platform.ml.serving_bundles import ServingModelReport
-from fish_platform.ml.tracking import TrainingRun
+from fish_platform.ml.tracking import EvaluatedModel, TrainingRun
 from fish_platform.ml.train import EpochRecord
 from fish_platform.pod_sizing import pod_tags
 from fish_platform.registry import Review
@@ -48,15 +47,6 @@ FishClassifierConfig = overlay(
 )
 ModelEvaluationConfig = overlay(EvaluationConfig, "ModelEvaluationConfig", "How the model is scored.")
 ProductionModelConfig = overlay(PromotionConfig, "ProductionModelConfig", "When a challenger is promoted.")
-
-
-@dataclass(frozen=True)
-class EvaluatedModel:
-    """``model_evaluation``'s output: the trained model and its scores on one split."""
-
-    model: TrainingRun
-    evaluation: Evaluation
-    config: EvaluationConfig
 
 
 def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:

@@ -50,6 +50,15 @@ class TrainingRun:
         return {k: v for k, v in self.__dict__.items() if k != "curves_png"}
 
 
+@dataclass(frozen=True)
+class EvaluatedModel:
+    """``model_evaluation``'s output: the trained model, its scores on one split, and how it was scored."""
+
+    model: TrainingRun
+    evaluation: Evaluation
+    config: EvaluationConfig
+
+
 def _log_png(png: bytes, artifact_file: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(artifact_file).name
