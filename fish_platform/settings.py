@@ -49,12 +49,15 @@ class ProfileDefaults:
     lr_head: float
     lr_finetune: float
     patience: int
+    min_steps: int = 0  # optimizer steps before early stopping may end training (0: epochs alone decide)
 
 
 PROFILE_DEFAULTS: dict[str, ProfileDefaults] = {
     # Small enough that `make demo` runs the whole graph in minutes on 2 CPU cores. Trained from
     # scratch (no ImageNet download here), so: small batches for enough BatchNorm updates per epoch,
-    # a brisk learning rate, and patience for the noisy early validation loss.
+    # a brisk learning rate, and patience for the noisy early validation loss. At least 300 optimizer
+    # steps: 96 train images (4 species x 30) are 6 steps an epoch, too few in 16 epochs to leave
+    # chance reliably, so they get 50 epochs (docs/training.md, "Minimum steps").
     "demo": ProfileDefaults(
         image_size=96,
         variant="B0",
@@ -66,6 +69,7 @@ PROFILE_DEFAULTS: dict[str, ProfileDefaults] = {
         lr_head=3e-3,
         lr_finetune=1e-3,
         patience=6,
+        min_steps=300,
     ),
     # The original system: EfficientNet-B4 at its native 380 px, ImageNet weights.
     "production": ProfileDefaults(
@@ -188,6 +192,18 @@ class ServingSettings:
     # FISH_UNKNOWN_THRESHOLD: open-set score below which an answer is "unknown"; unset: the threshold
     # fitted with the served version (95% of its validation images are kept as known).
     unknown_threshold: float | None = None
+    # The prediction log and feedback (docs/monitoring.md): where they go (copied in from the platform),
+    # FISH_PREDICTION_LOG on|off, a flush at FISH_PREDICTION_LOG_FLUSH_ROWS buffered rows or every
+    # FISH_PREDICTION_LOG_FLUSH_SECONDS, uploaded images kept only with FISH_KEEP_IMAGES=on (privacy),
+    # and the share of accepted feedback held out for audit (FISH_FEEDBACK_AUDIT_SHARE, by sha256).
+    data_uri: str | None = None
+    raw_uri: str | None = None
+    s3_endpoint_url: str | None = None
+    prediction_log: bool = True
+    prediction_log_flush_rows: int = 500
+    prediction_log_flush_seconds: float = 10.0
+    keep_images: bool = False
+    feedback_audit_share: float = 0.1
 
     @property
     def alias(self) -> str:
@@ -337,6 +353,18 @@ def _serving_settings(env: _Environment, platform: dict[str, Any]) -> ServingSet
         batch_max_latency_ms=env.number("FISH_BATCH_MAX_LATENCY_MS", defaults.batch_max_latency_ms),
         api_workers=env.number("FISH_API_WORKERS", defaults.api_workers),
         unknown_threshold=env.number("FISH_UNKNOWN_THRESHOLD", None, float),
+        data_uri=platform["data_uri"],
+        raw_uri=platform["raw_uri"],
+        s3_endpoint_url=platform["s3_endpoint_url"],
+        prediction_log=env.choice("FISH_PREDICTION_LOG", "on", ("on", "off")) == "on",
+        prediction_log_flush_rows=env.number(
+            "FISH_PREDICTION_LOG_FLUSH_ROWS", defaults.prediction_log_flush_rows
+        ),
+        prediction_log_flush_seconds=env.number(
+            "FISH_PREDICTION_LOG_FLUSH_SECONDS", defaults.prediction_log_flush_seconds, float
+        ),
+        keep_images=env.choice("FISH_KEEP_IMAGES", "off", ("on", "off")) == "on",
+        feedback_audit_share=env.number("FISH_FEEDBACK_AUDIT_SHARE", defaults.feedback_audit_share, float),
     )
 
 

@@ -41,6 +41,10 @@ class TrainConfig:
     lr_head: float = _required("learning rate of phase 1")
     lr_finetune: float = _required("learning rate of phase 2")
     patience: int = _required("epochs without a better validation loss before a phase stops")
+    min_steps: int = _required(
+        "optimizer steps trained before early stopping may end training; a small train split gets "
+        "more epochs (both phases scaled alike, at most max_epochs) so that it reaches them (0: off)"
+    )
     seed: int = doc("seed of initialization, shuffling and augmentation", 0)
     fine_tune_layers: int = doc("top layers of the base unfrozen in phase 2 (0: all); pretrained only", 40)
     augment: bool = doc("random flips, rotation, zoom and contrast on training batches", True)
@@ -48,6 +52,12 @@ class TrainConfig:
     bn_momentum: float | None = doc("BatchNorm momentum; None: 0.9 when training from scratch, else Keras'")
     shuffle_buffer: int = doc("encoded images held for shuffling (PNG bytes, not decoded pixels)", 512)
     class_weights: bool = doc("weight the loss by inverse species frequency", True)
+    max_epochs: int = doc("the most epochs (both phases) that min_steps may extend training to", 100)
+    cache_mb: int = doc(
+        "MiB of decoded uint8 images held in memory across epochs (train split first, then val); "
+        "a split that does not fit is decoded from Parquet every epoch (0: never cache)",
+        1024,
+    )
 
     @classmethod
     def from_profile(cls, profile: str | ProfileDefaults, **overrides: Any) -> TrainConfig:
@@ -68,6 +78,8 @@ class TrainConfig:
             raise ValueError("learning rates must be positive")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.min_steps < 0 or self.max_epochs < 1 or self.cache_mb < 0:
+            raise ValueError("min_steps and cache_mb must be >= 0 and max_epochs >= 1")
 
     def as_params(self) -> dict[str, Any]:
         """Flat parameters for MLflow (None shown as 'auto')."""

@@ -2,9 +2,13 @@
 
 The dataset job writes a version (``images/split=<name>/part-*.parquet`` under ``FISH_DATA_URI``, local
 or S3; see :mod:`fish_platform.data.layout`) with PNG bytes already resized to the dataset's
-``image_size``. Files are read one record batch at a time with pyarrow; shuffling
-happens on the small encoded bytes (file order per epoch plus a bounded shuffle buffer), and PNG
-decoding and augmentation run in parallel ``tf.data`` maps ahead of the model (prefetch).
+``image_size``. Files are read one record batch at a time with pyarrow and PNGs are decoded in a
+parallel ``tf.data`` map ahead of the model (prefetch). A split whose decoded pixels fit in
+``cache_bytes`` is decoded once and kept in memory as uint8 (the first epoch fills the cache; later
+epochs shuffle the whole cached split); a larger split streams every epoch, shuffled on the small
+encoded bytes (file order per epoch plus a bounded shuffle buffer). Training puts augmentation in the
+model (:func:`fish_platform.ml.train.training_model`), not here; ``augment`` remains for callers that
+want augmented batches from the pipeline itself.
 """
 
 from __future__ import annotations
@@ -107,6 +111,11 @@ def augmentation(seed: int) -> Any:
     )
 
 
+def decoded_bytes(rows: int, image_size: int) -> int:
+    """Memory that ``rows`` decoded uint8 RGB images of ``image_size`` pixels a side take."""
+    return rows * image_size * image_size * 3
+
+
 def make_dataset(
     dataset: DatasetLike,
     split: str,
@@ -118,12 +127,17 @@ def make_dataset(
     seed: int = 0,
     shuffle_buffer: int = 512,
     with_ids: bool = False,
+    cache_bytes: int = 0,
 ) -> Any:
     """A ``tf.data.Dataset`` of ``(float32 images (B, S, S, 3) in [0, 255], int32 labels (B,))``.
 
-    ``training`` shuffles (file order and a buffer, reshuffled every epoch); ``augment`` adds the
-    augmentation layers. ``with_ids`` adds the images' sha256 as a third element (evaluation).
-    The dataset knows its length, so Keras shows steps per epoch.
+    ``training`` shuffles, reshuffled every epoch; ``augment`` adds the augmentation layers as a
+    ``tf.data`` map (training itself augments inside the model instead). ``with_ids`` adds the
+    images' sha256 as a third element (evaluation). ``cache_bytes``: when the split's decoded pixels
+    (:func:`decoded_bytes`) fit in this many bytes, they are decoded once and held in memory, and a
+    training split is shuffled whole from there; otherwise (and with the default 0) every epoch
+    streams from the Parquet files. Without ``training`` both give the same batches in the split's
+    stable order. The dataset knows its length, so Keras shows steps per epoch.
     """
     import tensorflow as tf
 
@@ -131,33 +145,45 @@ def make_dataset(
     files = version.split_files(split)
     rows = version.count_rows(files)
     columns = ["image", "label", "sha256"] if with_ids else ["image", "label"]
-    rng = np.random.default_rng(seed)
+    cached = 0 < decoded_bytes(rows, image_size) <= cache_bytes
+    # A cached split is read once in its stable order and shuffled after the cache; a streamed one
+    # shuffles its file order every epoch.
+    rng = np.random.default_rng(seed) if training and not cached else None
 
     def generate() -> Iterator[tuple]:
-        for row in version.iter_rows(files, columns, rng if training else None):
+        for row in version.iter_rows(files, columns, rng):
             yield tuple(row[column] for column in columns)
 
     signature = (tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.int32))
     if with_ids:
         signature += (tf.TensorSpec((), tf.string),)
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    if training:
+    if training and not cached:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
     def decode(data: tf.Tensor, label: tf.Tensor, *rest: tf.Tensor) -> tuple:
         image = tf.io.decode_png(data, channels=3)
         # A PNG of another size means the dataset and the config disagree: fail, never resize silently.
         image = tf.ensure_shape(image, (image_size, image_size, 3))
-        return (tf.cast(image, tf.float32), label, *rest)
+        return (image, label, *rest)
 
-    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=cached or not training)
+    if cached:
+        dataset = dataset.cache()  # uint8 pixels: a quarter of the float32 size
+        if training:
+            dataset = dataset.shuffle(rows, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
-    if augment:
-        layers = augmentation(seed)
-        dataset = dataset.map(
-            lambda images, labels, *rest: (layers(images, training=True), labels, *rest),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+
+    layers = augmentation(seed) if augment else None
+
+    def to_float(images: tf.Tensor, labels: tf.Tensor, *rest: tf.Tensor) -> tuple:
+        images = tf.cast(images, tf.float32)  # once per batch, after the (uint8) cache and shuffle
+        if layers is not None:
+            images = layers(images, training=True)
+        return (images, labels, *rest)
+
+    deterministic = not (training and augment)  # only the augmenting map is worth reordering
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     steps = -(-rows // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -4,8 +4,15 @@ Phase ``head``: with pretrained weights the base is frozen and only the new head
 scratch (``weights=none``) there is nothing worth freezing, so the whole network learns.
 Phase ``finetune``: pretrained bases unfreeze their top ``fine_tune_layers`` layers (BatchNormalization
 stays frozen); from scratch the whole network goes on at the lower learning rate.
-Each phase stops early when the validation loss stops improving; the weights of the best epoch
-over both phases are restored at the end, so the model returned is never a late, worse one.
+Each phase stops early when the validation loss stops improving, but not before ``min_steps``
+optimizer steps: a small train split gets more epochs so that it reaches them (:func:`plan_epochs`).
+The weights of the best epoch over both phases are restored at the end, so the model returned is
+never a late, worse one.
+
+Training is fed like a plain Keras loop over arrays: decoded uint8 images are cached in memory when
+the split fits (``cache_mb``), and augmentation runs as the first layers of the model that is fitted
+(:func:`training_model`), in the same compiled step, not as a separate ``tf.data`` map. The model
+returned has no augmentation layers.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from fish_platform.ml.config import TrainConfig
 from fish_platform.ml.input import (
     DatasetInfo,
     DatasetLike,
+    augmentation,
     class_weights,
+    count_rows,
+    decoded_bytes,
     label_counts,
     make_dataset,
     read_dataset_info,
@@ -40,6 +50,54 @@ class EpochRecord:
     seconds: float
 
 
+@dataclass(frozen=True)
+class EpochPlan:
+    """The epochs each phase may run, and how many must run before early stopping may stop training."""
+
+    steps_per_epoch: int
+    epochs_head: int
+    epochs_finetune: int
+    min_epochs: int  # early stopping watches the validation loss from this many epochs on (0: at once)
+
+    @property
+    def epochs(self) -> int:
+        return self.epochs_head + self.epochs_finetune
+
+    @property
+    def min_steps(self) -> int:
+        """Optimizer steps trained before early stopping may end training."""
+        return self.min_epochs * self.steps_per_epoch
+
+
+def plan_epochs(
+    train_images: int,
+    batch_size: int,
+    epochs_head: int,
+    epochs_finetune: int,
+    min_steps: int = 0,
+    max_epochs: int = 100,
+) -> EpochPlan:
+    """Epochs per phase so that at least ``min_steps`` optimizer steps run, at most ``max_epochs``.
+
+    A large train split reaches ``min_steps`` within the configured epochs: they stay as they are,
+    and early stopping only waits until the minimum is done. A small one (96 images at batch 16 are
+    6 steps an epoch) gets more epochs, both phases scaled alike, capped at ``max_epochs`` (or the
+    configured epochs, if more); it then trains the minimum, and the best epoch is still the one kept.
+    """
+    steps = max(1, -(-train_images // batch_size))
+    planned = epochs_head + epochs_finetune
+    needed = -(-min_steps // steps) if min_steps > 0 else 0
+    min_epochs = min(needed, max(max_epochs, planned))
+    if min_epochs <= planned:
+        return EpochPlan(steps, epochs_head, epochs_finetune, min_epochs)
+    head = round(min_epochs * epochs_head / planned)
+    if epochs_head:
+        head = max(1, head)
+    if epochs_finetune:
+        head = min(head, min_epochs - 1)
+    return EpochPlan(steps, head, min_epochs - head, min_epochs)
+
+
 @dataclass
 class TrainResult:
     model: Any
@@ -53,6 +111,7 @@ class TrainResult:
     duration_s: float = 0.0
     train_images: int = 0
     val_images: int = 0
+    plan: EpochPlan | None = None
 
     @property
     def epochs_run(self) -> int:
@@ -146,9 +205,11 @@ def train_classifier(
     result = TrainResult(
         model, weights, info, config, train_images=int(counts.sum()), val_images=int(val_counts.sum())
     )
+    result.plan = _plan(config, result.train_images)
     class_weight = class_weights(counts) if config.class_weights else None
     train_data, val_data = _input_pipelines(dataset, config, info.image_size)
-    _train_phases(result, train_data, val_data, class_weight, on_epoch)
+    fitted = training_model(model, config.augment, config.seed)
+    _train_phases(result, fitted, train_data, val_data, class_weight, on_epoch)
     return result
 
 
@@ -184,52 +245,108 @@ def _train_and_val_label_counts(dataset: DatasetLike, n_classes: int) -> tuple[n
     return counts, val_counts
 
 
+def _plan(config: TrainConfig, train_images: int) -> EpochPlan:
+    """:func:`plan_epochs` for this config; says so when the minimum adds epochs."""
+    plan = plan_epochs(
+        train_images,
+        config.batch_size,
+        config.epochs_head,
+        config.epochs_finetune,
+        config.min_steps,
+        config.max_epochs,
+    )
+    if plan.epochs > config.epochs_head + config.epochs_finetune:
+        log.info(
+            "%d train images are %d steps an epoch: %d+%d epochs instead of %d+%d to train at least %d steps",
+            train_images,
+            plan.steps_per_epoch,
+            plan.epochs_head,
+            plan.epochs_finetune,
+            config.epochs_head,
+            config.epochs_finetune,
+            config.min_steps,
+        )
+    return plan
+
+
 def _input_pipelines(dataset: DatasetLike, config: TrainConfig, image_size: int) -> tuple[Any, Any]:
-    """The ``train`` pipeline (shuffled, augmented if ``config.augment``) and the plain ``val`` one."""
+    """The shuffled ``train`` pipeline and the ``val`` one, decoded once and cached if they fit.
+
+    ``config.cache_mb`` is shared: the train split (read every step) is cached first, the val split
+    gets what is left. Neither pipeline augments: :func:`training_model` does.
+    """
+    budget = config.cache_mb * 2**20
+    train_bytes = decoded_bytes(count_rows(dataset, "train"), image_size)
+    val_budget = budget - train_bytes if train_bytes <= budget else budget
+    log.info(
+        "decoded train split: %.1f MiB, %s",
+        train_bytes / 2**20,
+        "cached in memory" if 0 < train_bytes <= budget else f"streamed (cache_mb {config.cache_mb})",
+    )
     train_data = make_dataset(
         dataset,
         "train",
         image_size,
         config.batch_size,
         training=True,
-        augment=config.augment,
         seed=config.seed,
         shuffle_buffer=config.shuffle_buffer,
+        cache_bytes=budget,
     )
-    val_data = make_dataset(dataset, "val", image_size, config.batch_size)
+    val_data = make_dataset(dataset, "val", image_size, config.batch_size, cache_bytes=val_budget)
     return train_data, val_data
 
 
-def _phases(config: TrainConfig) -> list[tuple[str, int, float]]:
+def training_model(model: Any, augment: bool, seed: int) -> Any:
+    """The model that is fitted: ``model`` behind the augmentation layers when ``augment``, else itself.
+
+    It shares ``model``'s layers and weights, so training it trains ``model``; Keras' random layers
+    change pixels only in training mode, so validation sees the images as they are, and ``model``
+    itself (what is logged and served) never augments.
+    """
+    if not augment:
+        return model
+    import keras
+
+    inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
+    outputs = model(augmentation(seed)(inputs))
+    return keras.Model(inputs, outputs, name=f"{model.name}_training")
+
+
+def _phases(plan: EpochPlan, config: TrainConfig) -> list[tuple[str, int, float]]:
     """``(phase, epochs, learning_rate)`` of the phases that run: head, then finetune, if they have epochs."""
     phases = [
-        ("head", config.epochs_head, config.lr_head),
-        ("finetune", config.epochs_finetune, config.lr_finetune),
+        ("head", plan.epochs_head, config.lr_head),
+        ("finetune", plan.epochs_finetune, config.lr_finetune),
     ]
     return [(phase, epochs, learning_rate) for phase, epochs, learning_rate in phases if epochs != 0]
 
 
 def _train_phases(
     result: TrainResult,
+    fitted: Any,
     train_data: Any,
     val_data: Any,
     class_weight: dict[int, float] | None,
     on_epoch: EpochCallback | None,
 ) -> None:
-    """Fit ``result.model`` phase by phase, then record the best epoch and the time taken in ``result``.
+    """Fit ``fitted`` (``result.model``, maybe behind augmentation) phase by phase, then record the best
+    epoch and the time taken in ``result``.
 
-    Every phase stops early on the validation loss and ends on the best weights seen so far.
+    Every phase stops early on the validation loss (once ``result.plan.min_epochs`` have run) and
+    ends on the best weights seen so far.
     """
     import keras
 
     model, config = result.model, result.config
+    plan = result.plan or _plan(config, result.train_images)
     reporter_cls, keep_best_cls = _keras_callback_classes()
     keep_best = keep_best_cls()
     started = time.perf_counter()
-    for phase, epochs, learning_rate in _phases(config):
-        _prepare_phase(model, result.weights, phase, learning_rate, config.fine_tune_layers)
+    for phase, epochs, learning_rate in _phases(plan, config):
+        _prepare_phase(model, fitted, result.weights, phase, learning_rate, config.fine_tune_layers)
         done = len(result.history)
-        model.fit(
+        fitted.fit(
             train_data,
             validation_data=val_data,
             initial_epoch=done,
@@ -240,7 +357,9 @@ def _train_phases(
             callbacks=[
                 reporter_cls(phase, on_epoch, result.history),
                 keep_best,
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience),
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=config.patience, start_from_epoch=plan.min_epochs
+                ),
             ],
         )
         keep_best.restore(model)  # the next phase starts from the best weights so far
@@ -250,9 +369,9 @@ def _train_phases(
 
 
 def _prepare_phase(
-    model: Any, weights: ResolvedWeights, phase: str, learning_rate: float, fine_tune_layers: int
+    model: Any, fitted: Any, weights: ResolvedWeights, phase: str, learning_rate: float, fine_tune_layers: int
 ) -> None:
-    """Choose what trains in ``phase`` and set its learning rate."""
+    """Choose what of ``model`` trains in ``phase``, and compile ``fitted`` (or set its learning rate)."""
     import keras
 
     if weights.pretrained:
@@ -261,8 +380,8 @@ def _prepare_phase(
         else:
             trainable = unfreeze_top(model, fine_tune_layers)
             log.info("fine-tuning %d layers of the base", trainable)
-    if weights.pretrained or getattr(model, "optimizer", None) is None:
-        model.compile(
+    if weights.pretrained or getattr(fitted, "optimizer", None) is None:
+        fitted.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=["accuracy"],
@@ -270,4 +389,4 @@ def _prepare_phase(
     else:
         # From scratch the trainable set does not change between phases: lowering the learning
         # rate in place keeps the traced train step (recompiling costs a full retrace).
-        model.optimizer.learning_rate.assign(learning_rate)
+        fitted.optimizer.learning_rate.assign(learning_rate)

@@ -9,6 +9,7 @@ from fish_platform.imaging import to_model_input
 from fish_platform.ml.input import (
     class_weights,
     count_rows,
+    decoded_bytes,
     iter_rows,
     label_counts,
     make_dataset,
@@ -61,3 +62,42 @@ def test_class_weights_and_fingerprint(tiny_dataset):
     assert weights[2] == 0.0 and weights[0] == pytest.approx(2.0) and weights[1] == pytest.approx(2 / 3)
     assert split_fingerprint(tiny_dataset, "test") == split_fingerprint(tiny_dataset, "test")
     assert split_fingerprint(tiny_dataset, "test") != split_fingerprint(tiny_dataset, "val")
+
+
+def _epoch(dataset) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    images, labels, ids = [], [], []
+    for batch_images, batch_labels, batch_ids in dataset:
+        images.append(batch_images.numpy())
+        labels.append(batch_labels.numpy())
+        ids.extend(i.decode() for i in batch_ids.numpy())
+    return np.concatenate(images), np.concatenate(labels), ids
+
+
+def test_cached_pipeline_gives_the_same_batches_as_streaming(tiny_dataset):
+    fits = decoded_bytes(count_rows(tiny_dataset, "val"), 32)
+    streamed = make_dataset(tiny_dataset, "val", 32, batch_size=6, with_ids=True)
+    cached = make_dataset(tiny_dataset, "val", 32, batch_size=6, with_ids=True, cache_bytes=fits)
+    expected = _epoch(streamed)
+    for _ in range(2):  # the first epoch fills the cache, the second reads it
+        images, labels, ids = _epoch(cached)
+        assert images.dtype == np.float32 and ids == expected[2]
+        np.testing.assert_array_equal(labels, expected[1])
+        np.testing.assert_array_equal(images, expected[0])
+    assert cached.cardinality().numpy() == streamed.cardinality().numpy()
+
+
+def test_cached_training_pipeline_reshuffles_the_same_images(tiny_dataset):
+    streamed = _epoch(make_dataset(tiny_dataset, "train", 32, batch_size=8, with_ids=True))
+    pixels = {sha: image for image, sha in zip(streamed[0], streamed[2], strict=True)}
+    cached = make_dataset(
+        tiny_dataset, "train", 32, batch_size=8, training=True, with_ids=True, cache_bytes=1 << 30
+    )
+    orders = []
+    for _ in range(2):
+        images, labels, ids = _epoch(cached)
+        assert sorted(ids) == sorted(pixels)  # every image once per epoch
+        for image, sha in zip(images, ids, strict=True):
+            np.testing.assert_array_equal(image, pixels[sha])  # pixels as streamed, unaugmented
+        assert np.array_equal(np.bincount(labels, minlength=4), label_counts(tiny_dataset, "train", 4))
+        orders.append(ids)
+    assert orders[0] != orders[1]  # reshuffled every epoch

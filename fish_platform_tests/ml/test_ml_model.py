@@ -16,6 +16,7 @@ from fish_platform.ml.model import (
     resolve_weights,
     unfreeze_top,
 )
+from fish_platform.ml.train import plan_epochs, training_model
 from fish_platform.settings import PROFILE_DEFAULTS
 
 pytestmark = pytest.mark.timeout(90)
@@ -93,3 +94,49 @@ def test_config_defaults_come_from_the_profile():
     assert production.seed == 5 and production.epochs_head == 10 and production.lr_head == 1e-3
     with pytest.raises(ValueError):
         TrainConfig.from_profile("demo", epochs_head=0, epochs_finetune=0).validate()
+
+
+@pytest.mark.parametrize(
+    ("train_images", "epochs", "min_steps", "expected"),
+    [
+        # 4 species x 24 images at batch 16: 6 steps an epoch; 600 steps need 100 epochs, scaled 12:4.
+        (96, (12, 4), 600, (6, 75, 25, 100)),
+        # 1,548 real photos: 97 steps an epoch reach 600 in 7 epochs; the 12+4 stay, no stop before 7.
+        (1548, (12, 4), 600, (97, 12, 4, 7)),
+        # 8 images: one step an epoch; the cap (100 epochs) wins over 600 steps.
+        (8, (12, 4), 600, (1, 75, 25, 100)),
+        (96, (12, 4), 0, (6, 12, 4, 0)),  # no minimum: the configured epochs, early stopping at once
+        (96, (10, 0), 120, (6, 20, 0, 20)),  # one phase only
+        (96, (150, 0), 10_000, (6, 150, 0, 150)),  # configured epochs above the cap are kept
+    ],
+)
+def test_min_steps_plan(train_images, epochs, min_steps, expected):
+    plan = plan_epochs(train_images, 16, *epochs, min_steps=min_steps, max_epochs=100)
+    assert (plan.steps_per_epoch, plan.epochs_head, plan.epochs_finetune, plan.min_epochs) == expected
+    if plan.epochs > sum(epochs):
+        assert plan.epochs == plan.min_epochs  # extended only as far as the minimum needs
+    assert plan.min_steps >= min(min_steps, 100 * plan.steps_per_epoch)
+
+
+def test_min_steps_come_from_the_profile():
+    demo = TrainConfig.from_profile("demo")
+    assert demo.min_steps == PROFILE_DEFAULTS["demo"].min_steps > 0
+    assert TrainConfig.from_profile("production").min_steps == 0  # large datasets: epochs alone decide
+    with pytest.raises(ValueError, match="min_steps"):
+        TrainConfig.from_profile("demo", min_steps=-1).validate()
+
+
+def test_augmentation_only_in_training():
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
+    assert training_model(model, augment=False, seed=0) is model
+    fitted = training_model(model, augment=True, seed=0)
+    assert {id(w) for w in model.weights} == {id(w) for w in fitted.weights}  # training it trains model
+    assert "augmentation" not in {layer.name for layer in model.layers}  # what is logged never augments
+    augment = fitted.get_layer("augmentation")
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    assert not np.allclose(augment(images, training=True), images)
+    np.testing.assert_array_equal(augment(images, training=False), images)
+    np.testing.assert_allclose(fitted(images, training=False), model(images, training=False), rtol=1e-6)
