@@ -112,7 +112,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from fish_platform.logs import redact_url
     from fish_platform.settings import load_settings
 
+    if (args.version is None) == (args.from_report is None):
+        both = ", not both" if args.version is not None else ""
+        print(f"error: name a VERSION or pass --from-report{both}", file=sys.stderr)
+        return 2
+
     def promote(client: Any, model_name: str) -> str:
+        if args.from_report is not None:
+            return _promote_from_report(client, model_name, args.from_report, args.reason)
         reason = args.reason or "promoted by hand (CLI)"
         try:
             registry.promote(client, model_name, str(args.version), reason=reason)
@@ -126,6 +133,52 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return f"{model_name} version {args.version} is now @{PRODUCTION_ALIAS}"
 
     return _run_registry_command(promote)
+
+
+def _promote_from_report(client: Any, model_name: str, path: str, reason: str | None) -> str:
+    """Promote the challenger a report recommends, if its champion is still @production."""
+    from fish_platform import registry
+    from fish_platform.contract import PRODUCTION_ALIAS
+    from fish_platform.data.storage import join, open_storage, read_json
+    from fish_platform.monitoring.challenger import LATEST_REPORT, promotion_from_report
+    from fish_platform.settings import load_settings
+
+    settings = load_settings()
+    path = path or join(settings.data_uri, LATEST_REPORT)
+    storage = open_storage(path, settings.s3_endpoint_url)
+    if not storage.exists(path):
+        raise registry.RegistryError(f"no challenger report at {path}; materialize challenger_report first")
+    report = read_json(storage, path)
+    champion = registry.get_champion(client, model_name)
+    version = promotion_from_report(report, model_name, str(champion.version) if champion else None)
+    why = reason or f"challenger report of {report.get('generated_at', '?')}: {report.get('reason', '')}"
+    registry.promote(client, model_name, version, reason=why, decision="challenger_report")
+    return f"{model_name} version {version} is now @{PRODUCTION_ALIAS} (from {path})"
+
+
+def cmd_challenger(args: argparse.Namespace) -> int:
+    """Set or clear the ``challenger`` alias (the version serving shadows the champion with)."""
+    from mlflow.exceptions import MlflowException
+
+    from fish_platform import registry
+    from fish_platform.contract import CHALLENGER_ALIAS, mlflow_error_is
+
+    def challenger(client: Any, model_name: str) -> str:
+        if args.action == "clear":
+            version = registry.clear_challenger(client, model_name)
+            return f"{model_name} @{CHALLENGER_ALIAS} cleared (was version {version})"
+        if args.version is None:
+            raise registry.RegistryError("name the VERSION to set as challenger")
+        reason = args.reason or "set by hand (CLI)"
+        try:
+            registry.set_challenger(client, model_name, str(args.version), reason)
+        except MlflowException as exc:
+            if not mlflow_error_is(exc, "RESOURCE_DOES_NOT_EXIST"):
+                raise
+            raise registry.RegistryError(f"{model_name} version {args.version} does not exist") from exc
+        return f"{model_name} version {args.version} is now @{CHALLENGER_ALIAS}"
+
+    return _run_registry_command(challenger)
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -187,6 +240,42 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Review user corrections (``fish_platform.monitoring.feedback``): list, accept, reject."""
+    from fish_platform.data.storage import open_storage
+    from fish_platform.monitoring import feedback
+    from fish_platform.settings import load_settings
+
+    settings = load_settings()
+    endpoint = settings.s3_endpoint_url
+    shas = None if args.action == "list" or args.all else args.sha256
+    if args.action != "list" and not args.all and not args.sha256:
+        print("error: name the images to decide on (SHA256 prefixes) or pass --all", file=sys.stderr)
+        return 2
+    try:
+        if args.action == "list":
+            pending = feedback.list_pending(open_storage(settings.data_uri, endpoint), settings.data_uri)
+            for item in pending:
+                if args.species in (None, item.label):
+                    print(f"{item.sha256}  {item.label}  {item.uri}")
+            return 0
+        if args.action == "accept":
+            share = settings.serving.feedback_audit_share
+            decisions = feedback.accept(
+                settings.data_uri, settings.raw_uri, shas, args.species, share, endpoint
+            )
+        else:
+            decisions = feedback.reject(settings.data_uri, shas, args.species, endpoint)
+    except feedback.FeedbackError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    for decision in decisions:
+        where = f"{decision.destination}: {decision.uri}"
+        print(f"{decision.decision} {decision.sha256[:12]} {decision.label} -> {where}")
+    print(f"{len(decisions)} image(s) {args.action}ed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fish-platform", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -208,9 +297,23 @@ def build_parser() -> argparse.ArgumentParser:
     kaggle.set_defaults(func=cmd_download_kaggle)
 
     promote = sub.add_parser("promote", help="move the production alias to VERSION by hand")
-    promote.add_argument("version", type=int)
+    promote.add_argument("version", type=int, nargs="?")
+    promote.add_argument(
+        "--from-report",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="promote the challenger the report recommends (default <FISH_DATA_URI>/reports/challenger/"
+        "latest.json), only if its champion is still @production",
+    )
     promote.add_argument("--reason")
     promote.set_defaults(func=cmd_promote)
+
+    challenger = sub.add_parser("challenger", help="set or clear the challenger alias (shadowed in serving)")
+    challenger.add_argument("action", choices=("set", "clear"))
+    challenger.add_argument("version", type=int, nargs="?")
+    challenger.add_argument("--reason")
+    challenger.set_defaults(func=cmd_challenger)
 
     rollback = sub.add_parser("rollback", help="move the production alias back to the previous champion")
     rollback.add_argument("--reason")
@@ -225,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check prerequisites (Java for Spark) and show the settings")
     doctor.set_defaults(func=cmd_doctor)
+
+    review = sub.add_parser("feedback", help="review user corrections: list, accept (into raw), reject")
+    review.add_argument("action", choices=("list", "accept", "reject"))
+    review.add_argument("sha256", nargs="*", help="images to decide on, by sha256 (a prefix is enough)")
+    review.add_argument("--all", action="store_true", help="decide on every pending image (of --species)")
+    review.add_argument("--species", help="only images corrected to this label")
+    review.set_defaults(func=cmd_feedback)
     return parser
 
 

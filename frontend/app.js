@@ -1,18 +1,24 @@
-// Fish species page: pick or drop a photo, POST it to /predict (same origin), show the top three.
+// Fish species page: pick or drop photos, POST them to /predict (one) or /predict_batch (several),
+// show one card per photo with its calibrated top three, a "not sure" state when the service answers
+// unknown, and the class activation map from /explain behind an on/off switch. Same origin only.
 "use strict";
 
 (() => {
   const MAX_UPLOAD_BYTES = 10 * 1024 * 1024; // the service's default FISH_MAX_UPLOAD_BYTES; it re-checks
+  const MAX_BATCH_FILES = 32; // the service's default FISH_MAX_BATCH_FILES; it re-checks
 
   const FRIENDLY = {
     not_an_image: "That file is not an image the service can read. Try a JPEG or PNG photo.",
     corrupt: "The image seems damaged or cut off. Try another copy of the photo.",
     too_many_pixels: "The image has too many pixels. Try a smaller photo.",
     too_large: "The file is too large. Try a photo under 10 MB.",
+    too_many_files: `Too many photos at once. Send at most ${MAX_BATCH_FILES}.`,
     empty: "The file is empty.",
     bad_dimensions: "The image has no pixels.",
     model_not_loaded: "The model is not ready yet. Try again in a moment.",
     model_unavailable: "The model is busy or restarting. Try again in a moment.",
+    explain_unavailable: "This model version cannot show where it looked.",
+    unknown_species: "The model does not know that species.",
     unsupported_media_type: "The upload was not sent as a file.",
     network: "Could not reach the service. Check the connection and try again.",
   };
@@ -21,14 +27,18 @@
   const form = $("upload-form");
   const input = $("file-input");
   const dropZone = $("drop-zone");
-  const preview = $("preview");
   const submit = $("submit-button");
   const spinner = $("spinner");
-  let chosen = null;
-  let previewUrl = null;
+  const cards = $("cards");
+  let chosen = [];
+  let urls = [];
 
   function show(el, visible) {
     el.classList.toggle("d-none", !visible);
+  }
+
+  function friendly(reason) {
+    return FRIENDLY[reason] || "The photo could not be classified.";
   }
 
   function setModelBadge(name, version) {
@@ -36,91 +46,208 @@
   }
 
   function showError(reason, detail) {
-    $("error-message").textContent = FRIENDLY[reason] || "The photo could not be classified.";
+    $("error-message").textContent = friendly(reason);
     $("error-detail").textContent = detail ? `Details: ${detail}` : "";
     show($("error"), true);
-    show($("results"), false);
     show($("result-meta"), false);
     show($("placeholder"), false);
   }
 
-  function clearStatus() {
-    show($("error"), false);
-    show($("results"), false);
-    show($("result-meta"), false);
+  function percent(confidence) {
+    return Math.round(confidence * 1000) / 10;
   }
 
-  function showResults(data) {
-    const list = $("results");
+  async function readJson(response) {
+    try {
+      return await response.json();
+    } catch {
+      return null;
+    }
+  }
+
+  function newCard(file, index) {
+    const node = $("card-template").content.firstElementChild.cloneNode(true);
+    node.dataset.index = String(index);
+    node.querySelector(".file-title").textContent = file.name || `photo ${index + 1}`;
+    const photo = node.querySelector(".photo");
+    photo.alt = `Photo ${file.name || index + 1}`;
+    if (file.type.startsWith("image/")) {
+      const url = URL.createObjectURL(file);
+      urls.push(url);
+      photo.src = url;
+    } else {
+      show(node.querySelector(".photo-frame"), false);
+    }
+    photo.addEventListener("error", () => show(node.querySelector(".photo-frame"), false));
+    cards.append(node);
+    return node;
+  }
+
+  function cardError(card, reason, detail) {
+    show(card.querySelector(".card-spinner"), false);
+    card.querySelector(".card-error-message").textContent = friendly(reason);
+    card.querySelector(".card-error-detail").textContent = detail ? `Details: ${detail}` : "";
+    show(card.querySelector(".card-error"), true);
+    show(card.querySelector(".results"), false);
+    card.querySelector(".photo-card").classList.add("border-danger");
+  }
+
+  function cardAnswer(card, file, item) {
+    show(card.querySelector(".card-spinner"), false);
+    const list = card.querySelector(".results");
     list.replaceChildren();
     const template = $("result-template");
-    for (const { species, confidence } of data.top3) {
-      const item = template.content.firstElementChild.cloneNode(true);
-      const percent = Math.round(confidence * 1000) / 10;
-      item.querySelector(".species").textContent = species.replaceAll("_", " ");
-      item.querySelector(".confidence").textContent = `${percent.toFixed(1)} %`;
-      const bar = item.querySelector(".progress");
-      bar.setAttribute("aria-valuenow", String(percent));
-      bar.setAttribute("aria-label", `${species}: ${percent.toFixed(1)} percent`);
-      item.querySelector(".progress-bar").style.width = `${percent}%`;
-      list.append(item);
+    for (const { species, confidence } of item.top3) {
+      const row = template.content.firstElementChild.cloneNode(true);
+      const value = percent(confidence);
+      row.querySelector(".species").textContent = species.replaceAll("_", " ");
+      row.querySelector(".confidence").textContent = `${value.toFixed(1)} %`;
+      const bar = row.querySelector(".progress");
+      bar.setAttribute("aria-valuenow", String(value));
+      bar.setAttribute("aria-label", `${species}: ${value.toFixed(1)} percent`);
+      const fill = row.querySelector(".progress-bar");
+      fill.style.width = `${value}%`;
+      if (item.unknown) fill.classList.add("bg-warning");
+      list.append(row);
     }
-    const cached = data.cached ? " · cached" : "";
-    $("result-meta").textContent =
-      `Model ${data.model_name} v${data.model_version} · ${data.latency_ms.toFixed(1)} ms${cached}`;
-    setModelBadge(data.model_name, data.model_version);
-    show($("error"), false);
-    show($("placeholder"), false);
     show(list, true);
-    show($("result-meta"), true);
+    show(card.querySelector(".not-sure"), Boolean(item.unknown));
+    card.querySelector(".photo-card").classList.toggle("border-warning", Boolean(item.unknown));
+    card.dataset.unknown = item.unknown ? "true" : "false";
+    if (file.type.startsWith("image/")) wireHeatMap(card, file, item.top3[0].species);
   }
 
-  function choose(file) {
-    chosen = file || null;
-    clearStatus();
-    show($("placeholder"), !chosen);
-    $("file-name").textContent = chosen ? `${chosen.name} (${Math.ceil(chosen.size / 1024)} kB)` : "";
-    if (previewUrl) URL.revokeObjectURL(previewUrl);
-    previewUrl = null;
-    show(preview, false);
-    if (chosen && chosen.type.startsWith("image/")) {
-      previewUrl = URL.createObjectURL(chosen);
-      preview.src = previewUrl;
-      show(preview, true);
-    }
-    show($("drop-hint"), !previewUrl);
-    submit.disabled = !chosen;
-    if (chosen) classify();
+  function wireHeatMap(card, file, species) {
+    const toggle = card.querySelector(".heat-toggle");
+    const heat = card.querySelector(".heat");
+    const note = card.querySelector(".heat-note");
+    const id = `heat-${card.dataset.index}`;
+    toggle.id = id;
+    card.querySelector(".heat-switch label").htmlFor = id;
+    show(card.querySelector(".heat-switch"), true);
+    let loaded = false;
+    toggle.addEventListener("change", async () => {
+      if (!toggle.checked) {
+        show(heat, false);
+        show(note, false);
+        return;
+      }
+      if (!loaded) {
+        toggle.disabled = true;
+        try {
+          const body = new FormData();
+          body.append("file", file, file.name || "upload");
+          body.append("species", species);
+          const response = await fetch("explain", { method: "POST", body });
+          if (!response.ok) {
+            const data = await readJson(response);
+            throw Object.assign(new Error((data && data.error) || `HTTP ${response.status}`), {
+              reason: data && data.reason,
+            });
+          }
+          const url = URL.createObjectURL(await response.blob());
+          urls.push(url);
+          heat.src = url;
+          heat.alt = `Where the model looked for ${species.replaceAll("_", " ")}`;
+          loaded = true;
+        } catch (err) {
+          toggle.checked = false;
+          note.textContent = `${friendly(err.reason || "network")} ${err.message || ""}`.trim();
+          show(note, true);
+          return;
+        } finally {
+          toggle.disabled = false;
+        }
+      }
+      note.textContent = `Red: where the model saw ${species.replaceAll("_", " ")}.`;
+      show(heat, true);
+      show(note, true);
+    });
+  }
+
+  function meta(data, count) {
+    const cached = data.cached ? " · cached" : "";
+    const photos = count > 1 ? `${count} photos · ` : "";
+    $("result-meta").textContent =
+      `${photos}Model ${data.model_name} v${data.model_version} · ${data.latency_ms.toFixed(1)} ms${cached}`;
+    setModelBadge(data.model_name, data.model_version);
+    show($("result-meta"), true);
+    const answers = Array.isArray(data.results) ? data.results.filter((item) => item.ok) : [data];
+    const calibrated = answers.some((item) => item.unknown_score !== null && item.unknown_score !== undefined);
+    $("calibration-note").textContent = calibrated
+      ? "Percentages are calibrated: 80 % means right about 8 times in 10."
+      : "This model version is not calibrated: percentages are its raw scores.";
+    show($("calibration-note"), answers.length > 0);
+  }
+
+  function reset() {
+    for (const url of urls) URL.revokeObjectURL(url);
+    urls = [];
+    cards.replaceChildren();
+    show($("error"), false);
+    show($("result-meta"), false);
+    show($("calibration-note"), false);
+  }
+
+  function choose(files) {
+    chosen = Array.from(files || []);
+    reset();
+    show($("placeholder"), chosen.length === 0);
+    $("file-name").textContent = chosen.length === 1
+      ? `${chosen[0].name} (${Math.ceil(chosen[0].size / 1024)} kB)`
+      : chosen.length > 1 ? `${chosen.length} photos` : "";
+    submit.disabled = chosen.length === 0;
+    if (chosen.length) classify();
   }
 
   async function classify() {
-    if (!chosen) return;
-    if (chosen.size > MAX_UPLOAD_BYTES) {
-      showError("too_large", `${chosen.name} has ${chosen.size.toLocaleString()} bytes`);
+    if (!chosen.length) return;
+    reset();
+    show($("placeholder"), false);
+    if (chosen.length > MAX_BATCH_FILES) {
+      showError("too_many_files", `${chosen.length} photos chosen`);
       return;
     }
+    const files = chosen;
+    const cardsFor = files.map((file, index) => newCard(file, index));
+    const tooLarge = files.findIndex((file) => file.size > MAX_UPLOAD_BYTES);
+    if (files.length === 1 && tooLarge === 0) {
+      cardError(cardsFor[0], "too_large", `${files[0].name} has ${files[0].size.toLocaleString()} bytes`);
+      return;
+    }
+    const single = files.length === 1;
     const body = new FormData();
-    body.append("file", chosen, chosen.name || "upload");
+    for (const file of files) body.append(single ? "file" : "files", file, file.name || "upload");
     submit.disabled = true;
     show(spinner, true);
     try {
-      const response = await fetch("predict", { method: "POST", body });
-      let data = null;
-      try {
-        data = await response.json();
-      } catch {
-        data = null;
-      }
-      if (response.ok && data && Array.isArray(data.top3)) {
-        showResults(data);
+      const response = await fetch(single ? "predict" : "predict_batch", { method: "POST", body });
+      const data = await readJson(response);
+      if (response.ok && data && single && Array.isArray(data.top3)) {
+        cardAnswer(cardsFor[0], files[0], data);
+        meta(data, 1);
+      } else if (response.ok && data && Array.isArray(data.results)) {
+        for (const item of data.results) {
+          const card = cardsFor[item.index];
+          if (!card) continue;
+          if (item.ok) cardAnswer(card, files[item.index], item);
+          else cardError(card, item.reason, item.error);
+        }
+        meta(data, files.length);
       } else {
         const reason = (data && data.reason) || (response.status === 413 ? "too_large" : "");
-        showError(reason, (data && data.error) || `HTTP ${response.status}`);
+        const detail = (data && data.error) || `HTTP ${response.status}`;
+        if (single) cardError(cardsFor[0], reason, detail);
+        else {
+          cards.replaceChildren();
+          showError(reason, detail);
+        }
       }
     } catch (err) {
+      cards.replaceChildren();
       showError("network", String(err));
     } finally {
-      submit.disabled = !chosen;
+      submit.disabled = chosen.length === 0;
       show(spinner, false);
     }
   }
@@ -135,13 +262,12 @@
     }
   }
 
-  input.addEventListener("change", () => choose(input.files[0]));
+  input.addEventListener("change", () => choose(input.files));
   $("choose-button").addEventListener("click", () => input.click());
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     classify();
   });
-  preview.addEventListener("error", () => show(preview, false));
 
   for (const name of ["dragenter", "dragover"]) {
     dropZone.addEventListener(name, (event) => {
@@ -156,8 +282,8 @@
     });
   }
   dropZone.addEventListener("drop", (event) => {
-    const file = event.dataTransfer && event.dataTransfer.files[0];
-    if (file) choose(file);
+    const files = event.dataTransfer && event.dataTransfer.files;
+    if (files && files.length) choose(files);
   });
 
   loadModel();

@@ -55,11 +55,27 @@ class CacheConfig:
 
 
 KEY_PREFIX = "fish:pred"
+EXPLAIN_PREFIX = "fish:explain"
+TOP1 = "@top1"  # the species part of an explanation's key when none was asked for
 
 
 def cache_key(model_name: str, model_version: str, image_sha256: str) -> str:
     """One answer per model version and image content: a new version never sees an old answer."""
     return f"{KEY_PREFIX}:{model_name}:{model_version}:{image_sha256}"
+
+
+def explain_key(model_name: str, model_version: str, image_sha256: str, species: str | None) -> str:
+    """One heat map per model version, image content and species (``None``: the top-1)."""
+    return f"{EXPLAIN_PREFIX}:{model_name}:{model_version}:{image_sha256}:{species or TOP1}"
+
+
+@dataclass(frozen=True)
+class CacheState:
+    """What ``/readyz`` reports: ``state`` is ``memory``, ``redis`` (reachable) or ``redis_unavailable``."""
+
+    backend: str
+    state: str
+    error: str | None = None
 
 
 class PredictionCache(Protocol):
@@ -72,6 +88,8 @@ class PredictionCache(Protocol):
     async def set(self, key: str, value: dict[str, Any]) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def state(self) -> CacheState: ...
 
 
 class InProcessLRUCache:
@@ -117,6 +135,9 @@ class InProcessLRUCache:
     async def close(self) -> None:
         with self._lock:
             self._items.clear()
+
+    async def state(self) -> CacheState:
+        return CacheState(self.backend, "memory")
 
 
 class RedisCache:
@@ -212,6 +233,17 @@ class RedisCache:
             await self._failed("set", exc)
             return
         self._succeeded()
+
+    async def state(self) -> CacheState:
+        """Ask Redis now (PING, within the socket timeout): reachable, or why not."""
+        try:
+            await self._client.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not usable now"
+            await self._failed("ping", exc)
+            return CacheState(self.backend, "redis_unavailable", f"{type(exc).__name__}: {exc}"[:200])
+        self._succeeded()
+        self._down_until = 0.0  # reachable again: no need to wait out the breaker
+        return CacheState(self.backend, "redis")
 
     async def close(self) -> None:
         try:

@@ -10,6 +10,10 @@ benchmark and the tests use it directly.
   version it loads and warms that version *beside* the current one, then swaps one reference.
   A batch takes a snapshot of that reference first, so an in-flight batch finishes on the model it
   started with and is labelled with that model's version.
+* Every model call also returns the last convolutional feature map (the bundles' second output, or a
+  Keras view built on the base's output on TensorFlow): its spatial mean is each answer's
+  ``embedding``, and with the dense head's weights it gives class activation maps
+  (:meth:`ServedModel.explain`, ``POST /explain``).
 """
 
 from __future__ import annotations
@@ -29,9 +33,10 @@ from fish_platform.contract import PRODUCTION_ALIAS, mlflow_error_is, model_vers
 from fish_platform.imaging import resize_square
 from fish_platform.logs import log_event
 from fish_platform.ml.calibration import CalibrationRecord
+from fish_platform.ml.explain import class_activation_map
+from serving.predictor import ModelAnswer
 
 log = logging.getLogger("serving.inference")
-
 
 
 class Classifier(Protocol):
@@ -44,6 +49,29 @@ class Classifier(Protocol):
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         """``(N, size, size, 3)`` uint8 -> ``(N, n_classes)`` probabilities."""
         ...
+
+
+class FeatureClassifier(Classifier, Protocol):
+    """A classifier that also gives its feature map (optional: embeddings and maps need it)."""
+
+    head: tuple[np.ndarray, np.ndarray] | None  # dense kernel (channels, n_classes), bias
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(N, size, size, 3)`` -> probabilities and the ``(N, h, w, channels)`` feature map (or None)."""
+        ...
+
+
+class ExplainUnavailable(RuntimeError):
+    """The served version gives no class activation maps (its runtime has no feature map)."""
+
+
+def run_model(model: Classifier, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities and, where the model gives it, the feature map of one batch (one call)."""
+    with_features = getattr(model, "predict_with_features", None)
+    if with_features is None:
+        return np.asarray(model.predict_arrays(batch)), None
+    probs, features = with_features(batch)
+    return np.asarray(probs), (None if features is None else np.asarray(features, dtype=np.float32))
 
 
 class ModelNotLoaded(RuntimeError):
@@ -85,22 +113,51 @@ class ServedModel:
     calibration: CalibrationRecord | None = None
     unknown_threshold: float | None = None  # FISH_UNKNOWN_THRESHOLD: overrides the record's threshold
 
-    def answer(self, probabilities: np.ndarray) -> dict[str, Any]:
+    def answer(self, probabilities: np.ndarray, embedding: np.ndarray | None = None) -> ModelAnswer:
         """One image's probabilities -> the answer: calibrated top-3 and whether it is "unknown"."""
         record = self.calibration
         calibrated = record.calibrate(probabilities[None])[0] if record else probabilities
-        answer: dict[str, Any] = {
-            "model_name": self.info.model_name,
-            "model_version": self.info.version,
-            "top3": top_k(calibrated, self.info.labels),
-            "unknown": False,
-            "unknown_score": None,
-        }
+        answer = ModelAnswer(
+            {
+                "model_name": self.info.model_name,
+                "model_version": self.info.version,
+                "top3": top_k(calibrated, self.info.labels),
+                "unknown": False,
+                "unknown_score": None,
+            }
+        )
+        answer.embedding = embedding
+        answer.probabilities = np.asarray(calibrated, dtype=np.float32)  # the full vector, for the log
         if record is not None:
             score = float(record.scores(probabilities[None])[0])
             threshold = record.threshold if self.unknown_threshold is None else self.unknown_threshold
             answer["unknown"], answer["unknown_score"] = bool(score < threshold), round(score, 6)
         return answer
+
+    def explain(self, image: np.ndarray, species: str | None = None) -> dict[str, Any]:
+        """One uint8 image -> the class activation map (h, w in [0, 1]) of ``species`` (default top-1).
+
+        CAM = relu(feature_map @ kernel[:, c]) / max, exact for the global-pooling + one dense head.
+        """
+        head = getattr(self.model, "head", None)
+        batch = fit_to_size(np.asarray(image, dtype=np.uint8), self.info.image_size)[None]
+        probs, features = run_model(self.model, batch)
+        if features is None or head is None:
+            raise ExplainUnavailable(
+                f"version {self.info.version} ({self.info.runtime}) gives no feature map"
+            )
+        answer = self.answer(probs[0])
+        if species is not None and species not in self.info.labels:
+            raise ValueError(f"version {self.info.version} has no species {species!r}")
+        index = int(np.argmax(probs[0])) if species is None else self.info.labels.index(species)
+        return {
+            "model_name": self.info.model_name,
+            "model_version": self.info.version,
+            "class_index": index,
+            "species": self.info.labels[index],
+            "top3": answer["top3"],
+            "cam": class_activation_map(features[0], head[0], index),
+        }
 
 
 @dataclass(frozen=True)
@@ -126,10 +183,12 @@ def classify_batch(served: ServedModel, images: Sequence[np.ndarray]) -> list[di
         return []
     size = served.info.image_size
     batch = np.stack([fit_to_size(np.asarray(image, dtype=np.uint8), size) for image in images])
-    probs = np.asarray(served.model.predict_arrays(batch))
+    probs, features = run_model(served.model, batch)
     if probs.shape != (len(images), len(served.info.labels)):
         raise RuntimeError(f"model returned shape {probs.shape} for {len(images)} images")
-    return [served.answer(row) for row in probs]
+    # The pooled embedding: the mean of the feature map over space (what the dense head sees).
+    embeddings = features.mean(axis=(1, 2), dtype=np.float32) if features is not None else [None] * len(probs)
+    return [served.answer(row, embedding) for row, embedding in zip(probs, embeddings, strict=True)]
 
 
 def configure_tf_threads(intra_op: int) -> None:
@@ -152,20 +211,59 @@ def configure_tf_threads(intra_op: int) -> None:
 RUNTIMES = ("auto", "openvino", "onnx", "tensorflow")
 
 
+class KerasFeatureClassifier:
+    """The logged Keras classifier plus a view that also outputs the base's feature map (TensorFlow)."""
+
+    def __init__(self, wrapped: Any) -> None:
+        import tensorflow as tf
+
+        from fish_platform.ml.explain import head_weights
+        from fish_platform.ml.optimize import feature_model
+
+        self._wrapped = wrapped
+        self.labels, self.image_size = wrapped.labels, wrapped.image_size
+        self.metadata = wrapped.metadata
+        network = feature_model(wrapped.keras_model)  # shares the weights: the same probabilities
+        self.head = head_weights(wrapped.keras_model) if network is not None else None
+        self._forward = None
+        if network is not None:
+            size = self.image_size
+
+            @tf.function(
+                input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)], reduce_retracing=True
+            )
+            def forward(images: Any) -> Any:
+                return network(tf.cast(images, tf.float32), training=False)
+
+            self._forward = forward
+
+    def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(images)[0]
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        batch = np.asarray(images, dtype=np.uint8)
+        if self._forward is None or len(batch) == 0:
+            return self._wrapped.predict_arrays(batch), None
+        parts = [self._forward(batch[start : start + 64]) for start in range(0, len(batch), 64)]
+        probs = np.concatenate([np.asarray(p, dtype=np.float32) for p, _ in parts])
+        return probs, np.concatenate([np.asarray(f, dtype=np.float32) for _, f in parts])
+
+
 def _default_loader(uri: str) -> Classifier:
     from fish_platform.ml.packaging import load_classifier  # TensorFlow only in the model process
 
-    return load_classifier(uri)
+    return KerasFeatureClassifier(load_classifier(uri))
 
 
 class BundleClassifier:
     """A version's optimized bundle (``serving/<format>/`` in its run) on its runtime: no TensorFlow."""
 
     def __init__(self, folder: Any, runtime: str, threads: int | None) -> None:
-        from fish_platform.ml.export import load_exported, read_export
+        from fish_platform.ml.export import load_exported, read_export, read_head
 
         exported = read_export(folder)
         self._model = load_exported(folder, threads)
+        self.head = read_head(folder) if getattr(self._model, "has_features", False) else None
         self.runtime = runtime
         self.labels = list(exported.labels)
         self.image_size = exported.image_size
@@ -173,6 +271,10 @@ class BundleClassifier:
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self._model.predict_arrays(images), dtype=np.float32)
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        probs, features = self._model.predict_with_features(images)
+        return np.asarray(probs, dtype=np.float32), features
 
 
 def _bundle_for(client: Any, uri: str, runtime: str, threads: int | None) -> BundleClassifier | None:
@@ -189,8 +291,10 @@ def _bundle_for(client: Any, uri: str, runtime: str, threads: int | None) -> Bun
     for candidate in RUNTIME_PREFERENCE if runtime == "auto" else (runtime,):
         if candidate in present:
             folder = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=f"{SERVING_ARTIFACTS}/{candidate}",
-                dst_path=tempfile.mkdtemp(prefix=f"fish-{candidate}-"), tracking_uri=client.tracking_uri,
+                run_id=run_id,
+                artifact_path=f"{SERVING_ARTIFACTS}/{candidate}",
+                dst_path=tempfile.mkdtemp(prefix=f"fish-{candidate}-"),
+                tracking_uri=client.tracking_uri,
             )
             return BundleClassifier(folder, candidate, threads)
     return None
@@ -341,6 +445,12 @@ class ModelHolder:
         if served is None:
             raise ModelNotLoaded(self.last_error or "no production model loaded yet")
         return classify_batch(served, images)
+
+    def explain(self, image: np.ndarray, species: str | None = None) -> dict[str, Any]:
+        served = self._current  # one snapshot, as for a batch
+        if served is None:
+            raise ModelNotLoaded(self.last_error or "no production model loaded yet")
+        return served.explain(image, species)
 
     def refresh(self) -> bool:
         """Load the alias' version if it differs from the served one; True when it swapped."""

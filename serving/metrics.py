@@ -21,6 +21,17 @@ class FishMetrics:
     model_version_info: Any  # Gauge (=1), labels model_name, version
     inference_batch_size: Any  # Histogram
     invalid_requests: Any  # Counter, label reason
+    # What the prediction log records, as series (updated with each logged answer; docs/monitoring.md)
+    answers: Any  # Counter, labels species (top-1), model_version
+    unknown_answers: Any  # Counter, label model_version (0 for a version that never says "unknown")
+    answer_confidence: Any  # Histogram of the top-1 calibrated probability, label model_version
+
+    def answer_logged(self, species: str, model_version: str, confidence: float, unknown: bool) -> None:
+        """One answered image (cached or not), as the prediction log sees it."""
+        self.answers.labels(species=species, model_version=model_version).inc()
+        # inc(0) still creates the series: the unknown rate is 0, not "no data", for a sure model
+        self.unknown_answers.labels(model_version=model_version).inc(1 if unknown else 0)
+        self.answer_confidence.labels(model_version=model_version).observe(confidence)
 
     def cache_event(self, event: str) -> None:
         self.cache_events.labels(event=event).inc()
@@ -60,5 +71,17 @@ def service_metrics() -> FishMetrics:
         ),
         invalid_requests=prom.Counter(
             "fish_invalid_requests", "Rejected requests and images by reason", ["reason"]
+        ),
+        answers=prom.Counter(
+            "fish_answers", "Answered images by top-1 species and model version", ["species", "model_version"]
+        ),
+        unknown_answers=prom.Counter(
+            "fish_unknown_answers", "Answered images flagged unknown (open-set)", ["model_version"]
+        ),
+        answer_confidence=prom.Histogram(
+            "fish_answer_confidence",
+            "Top-1 calibrated probability of each answered image",
+            ["model_version"],
+            buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
         ),
     )

@@ -12,6 +12,7 @@ class Prediction(BaseModel):
 
 
 class PredictResponse(BaseModel):
+    request_id: str | None = None  # names this answer in POST /feedback and the prediction log
     top3: list[Prediction]  # calibrated confidences when the version has a calibration record
     unknown: bool = False  # true: probably not a species the model knows (the top-3 are best guesses)
     unknown_score: float | None = None  # the open-set score (calibrated max probability); None: uncalibrated
@@ -23,6 +24,7 @@ class PredictResponse(BaseModel):
 
 class BatchItem(BaseModel):
     index: int
+    request_id: str | None = None  # one per answered image (``<batch request_id>-<index>``)
     ok: bool
     top3: list[Prediction] | None = None
     unknown: bool | None = None
@@ -34,6 +36,7 @@ class BatchItem(BaseModel):
 
 
 class BatchResponse(BaseModel):
+    request_id: str | None = None  # also the X-Request-ID header
     results: list[BatchItem]
     model_name: str
     model_version: str

@@ -5,7 +5,8 @@ This module is the BentoML adapter; the logic lives in plain modules. The path o
 1. ``serving.web.RequestGuard`` (ASGI middleware): ``/healthz`` and ``/readyz``, rejects bad uploads
    before BentoML parses them (413 over the body limit, 400 not multipart, too many files), CORS and
    security headers; ``/``, ``/static/`` and ``GET /model`` are the page app (``serving.web``).
-2. :class:`FishService` (HTTP, ``FISH_SERVE_PORT``): ``/predict`` and ``/predict_batch`` ask
+2. :class:`FishService` (HTTP, ``FISH_SERVE_PORT``): ``/predict``, ``/predict_batch`` and ``/explain``
+   (a class activation map over the photo, PNG) ask
    :class:`serving.predictor.Predictor` to
 3. check and look each upload up in the prediction cache (``serving.cache``: Redis, or an in-process
    LRU), and decode the misses with ``fish_platform.imaging.to_model_input`` (the dataset job's own
@@ -22,7 +23,9 @@ This module is the BentoML adapter; the logic lives in plain modules. The path o
 Images cross the process boundary as pickled uint8 arrays (BentoML uses pickle between services of
 one graph). Settings: the ``serving`` section of ``fish_platform.settings``; BentoML reads the
 batching and worker settings when the classes below are decorated, so they are loaded at import.
-Metrics: ``serving.metrics`` (``/metrics``).
+Metrics: ``serving.metrics`` (``/metrics``). Every answer has a ``request_id`` (``X-Request-ID``) and a
+row in the prediction log (``serving.prediction_log``); ``/feedback`` corrects one answer
+(``fish_platform.monitoring.feedback``); see docs/monitoring.md.
 """
 
 import asyncio
@@ -30,17 +33,23 @@ import logging
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+import anyio.to_thread
 import bentoml
 import numpy as np
-from starlette.responses import JSONResponse
+from PIL import Image as PILImage
+from starlette.responses import JSONResponse, Response
 
 from fish_platform.contract import model_alias_uri
+from fish_platform.data.storage import open_storage
 from fish_platform.logs import configure_logging, log_event
+from fish_platform.monitoring.feedback import AnsweredRequest, FeedbackError, find_request, record_feedback
 from serving.cache import CacheConfig, build_cache
 from serving.config import load_serving_config, redact_url
 from serving.inference import (
+    ExplainUnavailable,
     ModelHolder,
     ModelNotLoaded,
     RegistryAlias,
@@ -48,6 +57,17 @@ from serving.inference import (
     registry_loader,
 )
 from serving.metrics import service_metrics
+from serving.prediction_log import (
+    PredictionLog,
+    Recent,
+    RecentRequests,
+    RequestIdMiddleware,
+    current_request_id,
+    image_facts,
+    item_request_id,
+    prediction_row,
+    sha256_of_key,
+)
 from serving.predictor import Answer, ImageRejected, ModelUnavailable, Predictor, PreparedImage
 from serving.schemas import BatchItem, BatchResponse, PredictResponse
 from serving.web import RequestGuard, build_frontend_app, error_body, frontend_problem
@@ -117,7 +137,17 @@ class FishModel:
         except ModelNotLoaded as exc:  # the caller sees a 503 and answers model_not_loaded
             raise bentoml.exceptions.ServiceUnavailable(str(exc)) from exc
         self.metrics.inference_batch_size.observe(len(images))
-        return answers
+        return [answer.to_wire() for answer in answers]  # the embedding rides along as a key
+
+    @bentoml.api
+    def explain(self, image: np.ndarray, species: str | None = None) -> dict[str, Any]:
+        """One uint8 image -> its class activation map for ``species`` (default top-1), or ``error``."""
+        try:
+            return self.holder.explain(image, species)
+        except ModelNotLoaded as exc:
+            raise bentoml.exceptions.ServiceUnavailable(str(exc)) from exc
+        except (ExplainUnavailable, ValueError) as exc:  # no feature map, or a swap removed the species
+            return {"error": str(exc)}
 
     @bentoml.api
     async def served_model(self) -> dict[str, Any]:
@@ -171,13 +201,30 @@ class FishService:
         self.metrics = service_metrics()
         self.cache = build_cache(CacheConfig.from_settings(self.config), on_event=self.metrics.cache_event)
         self.predictor = Predictor(
-            self.config, self.cache, self._call_model, on_stale_version=self._forget_info
+            self.config,
+            self.cache,
+            self._call_model,
+            on_stale_version=self._forget_info,
+            explain_model=self._call_explain,
         )
         self._served_now: dict[str, Any] = {"loaded": False, "error": "not asked yet"}
         self._served_at = float("-inf")
         self._served_lock = asyncio.Lock()
         if problem := frontend_problem(self.config.frontend_dir):
             log_event(log, problem, logging.WARNING, frontend_dir=str(self.config.frontend_dir))
+        # The prediction log and feedback (serving.prediction_log, fish_platform.monitoring.feedback)
+        data_uri = self.config.data_uri
+        self.storage = open_storage(data_uri, self.config.s3_endpoint_url) if data_uri else None
+        self.recent = RecentRequests()
+        self.prediction_log: PredictionLog | None = None
+        if self.config.prediction_log and data_uri:
+            self.prediction_log = PredictionLog(
+                self.config.data_uri,
+                self.config.prediction_log_flush_rows,
+                self.config.prediction_log_flush_seconds,
+                keep_images=self.config.keep_images,
+                storage=self.storage,
+            ).start()
 
     async def served_model(self) -> dict[str, Any]:
         """What the model process serves now (refreshed at most every INFO_MAX_AGE_S)."""
@@ -218,8 +265,13 @@ class FishService:
             "model_name": served["model_name"],
             "model_version": served["model_version"],
             "runtime": served.get("runtime"),
-            "cache": self.cache.backend,
+            **(await self._cache_state()),
         }
+
+    async def _cache_state(self) -> dict[str, Any]:
+        """``cache``: memory, redis, or redis_unavailable (answers go out uncached) with the error."""
+        state = await self.cache.state()
+        return {"cache": state.state, **({"cache_error": state.error} if state.error else {})}
 
     async def __is_ready__(self) -> bool:
         return (await self.readiness())[0]
@@ -228,11 +280,59 @@ class FishService:
     async def close_cache(self) -> None:
         await self.cache.close()
 
+    @bentoml.on_shutdown
+    async def flush_prediction_log(self) -> None:
+        if self.prediction_log is not None:
+            await anyio.to_thread.run_sync(self.prediction_log.close)
+
+    def _log_answer(
+        self, request_id: str, path: Path, image: PreparedImage, served: dict[str, Any], latency_ms: float
+    ) -> None:
+        """Remember the answer for /feedback and buffer its log row (never fails the request)."""
+        try:
+            answer = image.answer or {}
+            sha = sha256_of_key(image.key)
+            width, height, ext = image_facts(path) if self.prediction_log else (None, None, None)
+            top = answer.get("top3") or [{}]
+            recent = Recent(sha, str(answer.get("model_version")), top[0].get("species"), ext)
+            self.recent.add(request_id, recent)
+            if "species" in top[0]:  # the log's view as series (fish_answers_total ...)
+                top1, unknown = top[0], bool(answer.get("unknown"))
+                self.metrics.answer_logged(top1["species"], recent.model_version, top1["confidence"], unknown)
+            if self.prediction_log is not None:
+                row = prediction_row(
+                    request_id, sha, answer, served, image.cached, latency_ms, width, height, image.array
+                )
+                kept = (path.read_bytes(), ext) if self.config.keep_images else None
+                self.prediction_log.append(row, kept)
+        except Exception as exc:  # noqa: BLE001 - the log is best effort; the answer still goes out
+            log_event(log, "prediction not logged", logging.WARNING, error=repr(exc))
+
+    def _record_feedback(self, request_id: str, label: str, comment: str | None, species: list[str]) -> dict:
+        recent = self.recent.get(request_id)
+        if recent is not None:
+            request = AnsweredRequest(
+                request_id, recent.sha256, recent.model_version, recent.predicted, recent.image_ext
+            )
+        elif self.storage is None:
+            raise FeedbackError(503, "feedback_unavailable", "FISH_DATA_URI is not set: nowhere to keep it")
+        elif found := find_request(self.storage, self.storage.uri, request_id):
+            request = found
+        else:
+            raise FeedbackError(404, "unknown_request", f"no recent answer has request_id {request_id!r}")
+        keep = self.config.keep_images and self.prediction_log is not None
+        if keep:
+            self.prediction_log.flush()  # the upload is written with the next flush: write it now
+        return record_feedback(self.storage, self.storage.uri, request, label, species, comment, keep)
+
     async def _call_model(self, images: list[np.ndarray]) -> list[Answer]:
         try:
             return await self.model.to_async.classify(images=images)
         except aiohttp.ClientConnectionError:  # a dropped connection: classify is safe to repeat
             return await self.model.to_async.classify(images=images)
+
+    async def _call_explain(self, image: np.ndarray, species: str | None) -> dict[str, Any]:
+        return await self.model.to_async.explain(image=image, species=species)
 
     def _rejected(self, rejected: ImageRejected) -> None:
         self.metrics.invalid(rejected.reason)
@@ -263,15 +363,44 @@ class FishService:
             return self._unavailable(exc)
         assert image.answer is not None
         self._answered(image)
+        request_id = current_request_id()
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        self._log_answer(request_id, file, image, served, latency_ms)
         return PredictResponse(
+            request_id=request_id,
             top3=image.answer["top3"],
             unknown=image.answer.get("unknown", False),
             unknown_score=image.answer.get("unknown_score"),
             model_name=image.answer.get("model_name", served["model_name"]),
             model_version=image.answer["model_version"],
             cached=image.cached,
-            latency_ms=round((time.perf_counter() - started) * 1000, 2),
+            latency_ms=latency_ms,
         )
+
+    @bentoml.api(route="/explain")
+    async def explain(self, file: Path, species: str | None = None) -> PILImage.Image:
+        """One image (multipart ``file``) -> PNG: the photo with the class activation map of
+        ``species`` (a form field; default the top-1) over it. Same 4xx as /predict; 400
+        ``unknown_species`` for a name the served version does not know."""
+        try:
+            served = await self._loaded_model()
+            png, meta = await self.predictor.explain(file, served, species)
+        except _NoModel as exc:
+            return _error(503, "model_not_loaded", str(exc))
+        except ImageRejected as rejected:
+            self._rejected(rejected)
+            return _error(rejected.status, rejected.reason, rejected.message)
+        except ModelUnavailable as exc:
+            if exc.reason == "explain_unavailable":  # retrying will not help: say why
+                return _error(503, exc.reason, exc.detail)
+            return self._unavailable(exc)
+        headers = {
+            "x-fish-species": quote(str(meta["species"])),
+            "x-model-version": str(meta["model_version"]),
+            "x-cached": "true" if meta["cached"] else "false",
+            "cache-control": "no-store",
+        }
+        return Response(png, media_type="image/png", headers=headers)
 
     @bentoml.api(route="/predict_batch")
     async def predict_batch(self, files: list[Path]) -> BatchResponse:
@@ -289,6 +418,8 @@ class FishService:
         except ModelUnavailable as exc:
             return self._unavailable(exc)
         items: list[BatchItem] = []
+        batch_id = current_request_id()
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)  # the batch's, in each item's log row
         for index, image in enumerate(prepared):
             if isinstance(image, ImageRejected):
                 self._rejected(image)
@@ -296,9 +427,11 @@ class FishService:
                 continue
             assert image.answer is not None
             self._answered(image)
+            self._log_answer(item_request_id(batch_id, index), files[index], image, served, latency_ms)
             items.append(
                 BatchItem(
                     index=index,
+                    request_id=item_request_id(batch_id, index),
                     ok=True,
                     top3=image.answer["top3"],
                     unknown=image.answer.get("unknown", False),
@@ -308,13 +441,36 @@ class FishService:
                 )
             )
         return BatchResponse(
+            request_id=batch_id,
             results=items,
             model_name=served["model_name"],
             model_version=served["model_version"],
             latency_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 
+    @bentoml.api(route="/feedback")
+    async def feedback(self, request_id: str, species: str, comment: str | None = None) -> dict[str, Any]:
+        """A correction of one answer: JSON ``{request_id, species | "unknown" | "not_a_fish", comment?}``."""
+        try:
+            served = await self._loaded_model()
+        except _NoModel as exc:
+            return _error(503, "model_not_loaded", str(exc))
+        labels = [str(label) for label in served.get("labels") or []]
+        try:
+            row = await anyio.to_thread.run_sync(self._record_feedback, request_id, species, comment, labels)
+        except FeedbackError as exc:
+            return _error(exc.status, exc.reason, exc.message)
+        log_event(log, "feedback recorded", request_id=request_id, correct_label=row["correct_label"])
+        return {
+            "ok": True,
+            "request_id": request_id,
+            "correct_label": row["correct_label"],
+            "predicted": row["predicted"],
+            "pending_review": row["image_uri"] is not None,
+        }
+
 
 FishService.add_asgi_middleware(RequestGuard, readiness=_readiness, on_reject=_count_rejection)
+FishService.add_asgi_middleware(RequestIdMiddleware)
 
 __all__ = ["FishModel", "FishService"]

@@ -4,7 +4,11 @@
   not multipart, 413 for a body over the limit (before anything is written to disk), 400 when the
   image field is missing or is a text field (BentoML would otherwise treat such a text value as a
   URL to download, and answer a bad one with a 500), and ``GET /readyz`` with the model version.
-  CORS (``FISH_CORS_ORIGINS``) wraps it, so error answers carry CORS headers too.
+  CORS (``FISH_CORS_ORIGINS``) wraps it, so error answers carry CORS headers too. Every answer gets
+  the security headers (:data:`SECURITY_HEADERS`, a strict ``Content-Security-Policy`` with
+  ``frame-ancestors 'none'``), every error the one body of :func:`error_body`, and BentoML's
+  ``/docs.json`` is completed by :func:`complete_openapi` (each status code an API returns, the
+  error body, the upload limits).
 * :func:`build_frontend_app`: the page at ``/`` and its assets under ``/static/``; Bootstrap is
   served from ``frontend/node_modules/bootstrap/dist`` (``npm ci --prefix frontend``).
 """
@@ -39,6 +43,21 @@ Readiness = Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]
 INSTALL_HINT = "npm ci --prefix frontend"
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the image bytes
 DRAIN_LIMIT = 64 * 1024 * 1024  # read (and drop) an oversize body up to this, so the client sees the 413
+OPENAPI_PATH = "/docs.json"
+# The page and the API: nothing inline, nothing from elsewhere, never framed. The preview and the
+# heat map are blob: URLs; the favicon is a data: URL.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+# BentoML's Swagger page (/docs) runs inline scripts: it is only kept from being framed.
+DOCS_CSP = "frame-ancestors 'none'"
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+)
 
 
 def error_body(reason: str, message: str) -> dict[str, str]:
@@ -126,6 +145,7 @@ class RequestGuard:
         self.uploads: dict[str, tuple[str, int, int]] = {  # route -> (field, max files, body limit)
             "/predict": ("file", 1, self.config.max_upload_bytes + MULTIPART_SLACK),
             "/predict_batch": ("files", self.config.max_batch_files, self.config.max_request_bytes),
+            "/explain": ("file", 1, self.config.max_upload_bytes + MULTIPART_SLACK),
         }
         self.entry: ASGIApp = self.guard
         if self.config.cors_origins:
@@ -147,6 +167,11 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         path, method = scope.get("path", ""), scope.get("method", "")
+        send = secured(send, DOCS_CSP if path == "/docs" else PAGE_CSP)
+        if path == OPENAPI_PATH and method == "GET":
+            send = rewrite_json(send, lambda spec: complete_openapi(spec, self.config))
+        elif path in self.uploads or path == "/feedback":
+            send = rewrite_json(send, uniform_error, errors_only=True)
         if path == "/readyz" and method in ("GET", "HEAD") and self.readiness is not None:
             ready, payload = await self.readiness()
             await send_json(send, 200 if ready else 503, payload)
@@ -270,3 +295,177 @@ def build_frontend_app(served_model: Callable[[], Awaitable[dict[str, Any]]]) ->
             Route("/static/{name}", asset, methods=["GET", "HEAD"]),
         ]
     )
+
+
+# --- response headers and bodies ------------------------------------------------------------------
+
+
+def secured(send: Send, csp: str) -> Send:
+    """``send`` that adds the security headers (and ``csp``) to a response that lacks them."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            present = {name.lower() for name, _ in headers}
+            extra = [(b"content-security-policy", csp.encode())] + list(SECURITY_HEADERS)
+            headers += [(name, value) for name, value in extra if name not in present]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
+
+
+def rewrite_json(send: Send, change: Callable[[Any], Any], errors_only: bool = False) -> Send:
+    """``send`` that buffers a JSON response (only a >= 400 one with ``errors_only``) and rewrites it."""
+    start: Message | None = None
+    chunks: list[bytes] = []
+
+    async def wrapped(message: Message) -> None:
+        nonlocal start
+        if message["type"] == "http.response.start":
+            headers = {k.lower(): v for k, v in message.get("headers", [])}
+            is_json = headers.get(b"content-type", b"").startswith(b"application/json")
+            if is_json and (not errors_only or message.get("status", 200) >= 400):
+                start = message
+                return
+        elif message["type"] == "http.response.body" and start is not None:
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            try:
+                body = json.dumps(change(json.loads(b"".join(chunks)))).encode()
+            except ValueError:
+                body = b"".join(chunks)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return wrapped
+
+
+def uniform_error(body: Any) -> Any:
+    """BentoML's own 4xx bodies (``{"error": ...}``) in the service's one shape (adds ``reason``)."""
+    if isinstance(body, dict) and "reason" not in body:
+        return error_body("invalid_argument", str(body.get("error") or body.get("detail") or body))
+    return body
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "title": "Error",
+    "description": "Every error of the service: a sentence for people and a stable reason for code.",
+    "required": ["error", "reason"],
+    "properties": {
+        "error": {"type": "string", "description": "what went wrong, for people"},
+        "reason": {
+            "type": "string",
+            "description": "for code, e.g. too_large, not_an_image, corrupt, empty, missing_file, "
+            "too_many_files, unsupported_media_type, unknown_species, model_not_loaded",
+        },
+    },
+}
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+_UPLOAD_ERRORS = {
+    "400": "bad input: missing or empty file, not an image, corrupt, malformed multipart",
+    "413": "over the size limit (per image, or too many files)",
+    "415": "not multipart/form-data",
+    "503": "no model loaded yet, or the model process could not answer",
+}
+_READY = {
+    "type": "object",
+    "required": ["status"],
+    "properties": {
+        "status": {"type": "string", "enum": ["ready", "not_ready"]},
+        "reason": {"type": "string"},
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+        "runtime": {"type": ["string", "null"]},
+        "cache": {"type": "string", "enum": ["memory", "redis", "redis_unavailable"]},
+        "cache_error": {"type": "string"},
+    },
+}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
+
+
+def _nullable_defaults(schema: dict[str, Any]) -> None:
+    """BentoML flattens a response's ``X | None = None`` fields to plain ``X``: say they may be null."""
+    for name, prop in schema.get("properties", {}).items():
+        if isinstance(prop, dict) and "default" in prop and prop["default"] is None and "anyOf" not in prop:
+            kept = {k: v for k, v in prop.items() if k not in ("default", "title")}
+            schema["properties"][name] = {
+                "anyOf": [kept, {"type": "null"}],
+                "default": None,
+                "title": prop.get("title", name),
+            }
+
+
+def complete_openapi(spec: Any, config: ServingConfig) -> Any:
+    """BentoML's generated document, with what it cannot know: each API's real status codes and error
+    body, the required upload parts, the batch limits, the PNG of ``/explain`` and ``/readyz``'s answer."""
+    if not isinstance(spec, dict) or "paths" not in spec:
+        return spec
+    spec.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    paths = spec["paths"]
+    for path, extra in (
+        ("/predict", {}),
+        ("/predict_batch", {}),
+        (
+            "/explain",
+            {
+                "400": "bad input as for /predict, or unknown_species (a species the version does not know)",
+            },
+        ),
+    ):
+        operation = paths.get(path, {}).get("post")
+        if operation is None:
+            continue
+        responses = {"200": operation["responses"]["200"]}
+        for code, description in {**_UPLOAD_ERRORS, **extra}.items():
+            responses[code] = _error_response(description)
+        operation["responses"] = responses
+        form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {})
+        schema = form.get("schema", {})
+        field = "files" if path == "/predict_batch" else "file"
+        if field in schema.get("properties", {}):
+            schema["required"] = sorted({*schema.get("required", []), field})
+            operation["requestBody"]["required"] = True
+        if path == "/predict_batch" and "files" in schema.get("properties", {}):
+            schema["properties"]["files"].update({"minItems": 1, "maxItems": config.max_batch_files})
+        if path == "/explain":
+            operation["responses"]["200"] = {
+                "description": "the photo (at most 512 px a side) with the heat map over it",
+                "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+            }
+            form.pop("encoding", None)  # species is a plain text part, not JSON
+    feedback = paths.get("/feedback", {}).get("post")
+    if feedback is not None:
+        kept = {"200": feedback["responses"]["200"]}
+        for code, description in (
+            ("400", "bad input"),
+            ("404", "no such request"),
+            ("422", "unknown species or comment too long"),
+            ("503", "no model loaded, or nowhere to keep feedback"),
+        ):
+            kept[code] = _error_response(description)
+        feedback["responses"] = kept
+    for methods in paths.values():
+        for operation in methods.values():
+            ok = operation.get("responses", {}).get("200", {}).get("content", {}).get("application/json", {})
+            _nullable_defaults(ok.get("schema", {}))
+    ready = paths.get("/readyz", {}).get("get")
+    if ready is not None:
+        body = {"application/json": {"schema": _READY}}
+        ready["responses"] = {
+            "200": {
+                "description": "ready: the version served, its runtime and the cache's state",
+                "content": body,
+            },
+            "503": {"description": "not ready: no model loaded yet", "content": body},
+        }
+    return spec

@@ -403,6 +403,17 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
 
 def render_image(style: SpeciesStyle, rng: np.random.Generator, size: tuple[int, int] | None) -> Image.Image:
     """One synthetic photo of ``style``; all randomness comes from ``rng``."""
+    return render_image_with_mask(style, rng, size)[0]
+
+
+def render_image_with_mask(
+    style: SpeciesStyle, rng: np.random.Generator, size: tuple[int, int] | None
+) -> tuple[Image.Image, np.ndarray]:
+    """:func:`render_image` and where the animal is: a ``(height, width)`` bool mask of its outline.
+
+    The same ``rng`` draws give the same photo as :func:`render_image` (the mask costs no draws), so
+    a test can check where a model looks (class activation maps) on the generator's own images.
+    """
     if size is None:
         width = int(rng.integers(DEFAULT_SIZE_RANGE[0], DEFAULT_SIZE_RANGE[1] + 1))
         height = max(48, int(width * rng.uniform(0.6, 1.1)))
@@ -424,6 +435,8 @@ def render_image(style: SpeciesStyle, rng: np.random.Generator, size: tuple[int,
     x = int(rng.integers(0, width - fish.width + 1))
     y = int(rng.integers(0, height - fish.height + 1))
     image.paste(fish, (x, y), fish)
+    mask = np.zeros((height, width), dtype=bool)
+    mask[y : y + fish.height, x : x + fish.width] = np.asarray(fish.getchannel("A")) >= 128
 
     # lighting: (pixels - mean) * contrast + mean * gain, done in place for speed
     pixels = np.asarray(image, dtype=np.float32)
@@ -441,7 +454,7 @@ def render_image(style: SpeciesStyle, rng: np.random.Generator, size: tuple[int,
     image = Image.fromarray(pixels.astype(np.uint8), "RGB")
     if rng.random() < 0.4:
         image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2))))
-    return image
+    return image, mask
 
 
 def encode(image: Image.Image, fmt: str, rng: np.random.Generator) -> bytes:

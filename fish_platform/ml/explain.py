@@ -72,8 +72,11 @@ def head_weights(keras_model: Any) -> tuple[np.ndarray, np.ndarray]:
     """The dense head's ``(kernel (channels, n_classes), bias (n_classes,))`` as float32 numpy."""
     dense = _find_head(keras_model)[2][-1]
     kernel = np.asarray(dense.kernel.numpy(), dtype=np.float32)
-    bias = (np.asarray(dense.bias.numpy(), dtype=np.float32) if dense.use_bias
-            else np.zeros(kernel.shape[1], np.float32))
+    bias = (
+        np.asarray(dense.bias.numpy(), dtype=np.float32)
+        if dense.use_bias
+        else np.zeros(kernel.shape[1], np.float32)
+    )
     return kernel, bias
 
 
@@ -91,8 +94,7 @@ def cam_model(keras_model: Any) -> Any:
     container, pooling, head = _find_head(keras_model)
     if container is None:
         inputs = keras_model.inputs[0] if len(keras_model.inputs) == 1 else keras_model.inputs
-        return keras.Model(inputs, [keras_model.outputs[0], pooling.input],
-                           name=f"{keras_model.name}_cam")
+        return keras.Model(inputs, [keras_model.outputs[0], pooling.input], name=f"{keras_model.name}_cam")
     if len(keras_model.inputs) != 1 or len(container.inputs) != 1:
         raise ValueError(f"{keras_model.name}: CAM supports single-input models only")
     # The nested base's inner tensors are not reachable from the outer inputs, so re-wire: a view of
@@ -120,8 +122,9 @@ class Explanation:
         return float(self.probabilities[self.class_index])
 
 
-def explain_images(model_with_cam: Any, kernel: np.ndarray, images: np.ndarray,
-                   class_indices: list[int] | None = None) -> list[Explanation]:
+def explain_images(
+    model_with_cam: Any, kernel: np.ndarray, images: np.ndarray, class_indices: list[int] | None = None
+) -> list[Explanation]:
     """Run a :func:`cam_model` on ``images`` (N, H, W, 3) in [0, 255]; maps for the top-1 class by default."""
     probabilities, feature_maps = model_with_cam(np.asarray(images, dtype=np.float32), training=False)
     probabilities, feature_maps = np.asarray(probabilities), np.asarray(feature_maps)
@@ -167,8 +170,9 @@ def upsample(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
-def overlay(image_uint8: np.ndarray, cam: np.ndarray, alpha: float = DEFAULT_ALPHA,
-            colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+def overlay(
+    image_uint8: np.ndarray, cam: np.ndarray, alpha: float = DEFAULT_ALPHA, colormap: str = DEFAULT_COLORMAP
+) -> np.ndarray:
     """``image`` blended with the coloured, upsampled ``cam``: (H, W, 3) uint8."""
     from matplotlib import colormaps
 
@@ -183,8 +187,9 @@ def overlay(image_uint8: np.ndarray, cam: np.ndarray, alpha: float = DEFAULT_ALP
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
-def overlay_png(image_uint8: np.ndarray, cam: np.ndarray, alpha: float = DEFAULT_ALPHA,
-                colormap: str = DEFAULT_COLORMAP) -> bytes:
+def overlay_png(
+    image_uint8: np.ndarray, cam: np.ndarray, alpha: float = DEFAULT_ALPHA, colormap: str = DEFAULT_COLORMAP
+) -> bytes:
     """:func:`overlay` encoded as PNG bytes, the size of ``image_uint8``."""
     from PIL import Image
 

@@ -5,6 +5,8 @@
     <out_dir>/
       model.tflite | model.xml + model.bin | model.onnx   the converted FP32 model
       labels.json                                         the species names, in output order
+      head.npz                                            the dense head's kernel and bias (when the
+                                                          model outputs its feature map too: CAMs)
       model.json                                          format, files, input and output contract,
                                                           preprocessing, labels, a short readme
 
@@ -27,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fish_platform.ml.optimize import (
+    FEATURES_NAME,
     LITERT_FILE,
     ONNX_FILE,
     OPENVINO_BIN,
@@ -49,6 +52,11 @@ EXPORT_FORMATS: tuple[str, ...] = ("litert", "openvino", "onnx")
 BUNDLE_VERSION = 1
 MODEL_JSON = "model.json"
 LABELS_JSON = "labels.json"
+HEAD_NPZ = "head.npz"  # kernel (channels, n_classes) and bias (n_classes,) of the dense head
+FEATURES_MEANING = (
+    "the last convolutional feature map (N, h, w, channels) that the head averages: "
+    "its spatial mean is the embedding, feature_map @ kernel[:, c] (head.npz) class c's activation map"
+)
 # The model file(s) of each format, the first one being what a runtime opens.
 FORMAT_FILES: dict[str, tuple[str, ...]] = {
     "litert": (LITERT_FILE,),
@@ -70,7 +78,8 @@ _README = {
     "litert": (
         "Run model.tflite with the LiteRT interpreter (pip install ai-edge-litert; "
         "from ai_edge_litert.interpreter import Interpreter). The batch dimension is dynamic: call "
-        "resize_tensor_input(input_index, [N, S, S, 3]) and allocate_tensors() before set_tensor/invoke."
+        "resize_tensor_input(input_index, [N, S, S, 3]) and allocate_tensors() before set_tensor/invoke. "
+        "Read the output named output.name in model.json (features.name, if present, is the feature map)."
     ),
     "openvino": (
         "Run model.xml (weights in model.bin, FP32) with OpenVINO (pip install openvino): "
@@ -132,6 +141,9 @@ def export_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
+        head = _head_or_none(keras_model)
+        if head is not None:
+            np.savez(staging / HEAD_NPZ, kernel=head[0], bias=head[1])
         with saved_model_for(saved_model if saved_model is not None else keras_model) as saved:
             if fmt == "openvino":
                 convert_to_openvino(saved, staging)
@@ -175,7 +187,7 @@ def export_int8_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        for name in (LABELS_JSON, *FORMAT_FILES["openvino"]):
+        for name in (LABELS_JSON, *FORMAT_FILES["openvino"], *source.manifest.get("extra_files", [])):
             shutil.copyfile(source.path / name, staging / name)
         shutil.copyfile(int8, staging / OPENVINO_XML)
         shutil.copyfile(int8.with_suffix(".bin"), staging / OPENVINO_BIN)
@@ -195,11 +207,43 @@ def export_int8_bundle(
     return out
 
 
+def _head_or_none(keras_model: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    from fish_platform.ml.explain import head_weights
+
+    try:
+        return head_weights(keras_model)
+    except ValueError:  # not a pooling + one dense head: no maps, probabilities only
+        return None
+
+
+def read_head(export_dir: Path | str) -> tuple[np.ndarray, np.ndarray] | None:
+    """A bundle's dense head ``(kernel, bias)`` from ``head.npz``, or None when it has none."""
+    path = Path(export_dir) / HEAD_NPZ
+    if not path.is_file():
+        return None
+    with np.load(path) as head:
+        return np.asarray(head["kernel"], np.float32), np.asarray(head["bias"], np.float32)
+
+
 def _manifest(
     fmt: str, labels: list[str], image_size: int, folder: Path, info: dict[str, Any] | None
 ) -> dict:
     files = FORMAT_FILES[fmt]
     io_names = _io_names(fmt, folder / files[0])
+    extra = [HEAD_NPZ] if (folder / HEAD_NPZ).is_file() and io_names[2] else []
+    features = (
+        {
+            "features": {
+                "name": io_names[2],
+                "shape": [-1, "h", "w", "channels"],
+                "dtype": "float32",
+                "meaning": FEATURES_MEANING,
+                "head_file": HEAD_NPZ,
+            }
+        }
+        if extra
+        else {}
+    )
     return {
         "bundle_version": BUNDLE_VERSION,
         "format": fmt,
@@ -223,6 +267,8 @@ def _manifest(
             "dtype": "float32",
             "meaning": OUTPUT_MEANING,
         },
+        **features,
+        "extra_files": extra,
         "preprocessing": PREPROCESSING,
         "labels": labels,
         "labels_file": LABELS_JSON,
@@ -231,24 +277,37 @@ def _manifest(
     }
 
 
-def _io_names(fmt: str, model_file: Path) -> tuple[str, str]:
-    """The input and output names as the runtime reports them (read back from the written file)."""
+def _io_names(fmt: str, model_file: Path) -> tuple[str, str, str | None]:
+    """Input, probabilities and feature-map (None: absent) names as the runtime reports them."""
+    from fish_platform.ml.optimize import output_roles
+
     if fmt == "openvino":
         import openvino as ov
 
         model = ov.Core().read_model(str(model_file))
-        output = model.outputs[0]
-        name = OUTPUT_NAME if OUTPUT_NAME in output.get_names() else output.get_any_name()
-        return model.inputs[0].get_any_name(), name
+        probs, features = output_roles([tuple(o.get_partial_shape()) for o in model.outputs])
+
+        def ov_name(index: int, wanted: str) -> str:
+            output = model.outputs[index]
+            return wanted if wanted in output.get_names() else output.get_any_name()
+
+        feature_name = ov_name(features, FEATURES_NAME) if features is not None else None
+        return model.inputs[0].get_any_name(), ov_name(probs, OUTPUT_NAME), feature_name
     if fmt == "onnx":
         import onnx
 
         graph = onnx.load(str(model_file), load_external_data=False).graph
-        return graph.input[0].name, graph.output[0].name
+        shapes = [tuple(d for d in o.type.tensor_type.shape.dim) for o in graph.output]
+        probs, features = output_roles(shapes)
+        names = [o.name for o in graph.output]
+        return graph.input[0].name, names[probs], names[features] if features is not None else None
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(model_file))
-    return interpreter.get_input_details()[0]["name"], interpreter.get_output_details()[0]["name"]
+    outputs = interpreter.get_output_details()
+    probs, features = output_roles([tuple(o["shape"]) for o in outputs])
+    feature_name = outputs[features]["name"] if features is not None else None
+    return interpreter.get_input_details()[0]["name"], outputs[probs]["name"], feature_name
 
 
 def _version(package: str) -> str | None:

@@ -58,6 +58,9 @@ ONNX_FILE = "model.onnx"
 ONNX_OPSET = 17
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"
+# The second output of a model with a CAM-able head (global pooling + one dense layer): the last
+# convolutional feature map (N, h, w, channels), for class activation maps and pooled embeddings.
+FEATURES_NAME = "feature_map"
 SERVING_SIGNATURE = "serving_default"
 
 
@@ -139,20 +142,53 @@ def reference_probabilities(keras_model: Any, images: np.ndarray, batch_size: in
 # --- conversion ------------------------------------------------------------------------------------
 
 
-def export_saved_model(keras_model: Any, out_dir: Path | str) -> Path:
+def export_saved_model(keras_model: Any, out_dir: Path | str, *, with_features: bool = True) -> Path:
     """Export ``keras_model`` as a TF SavedModel with a ``serving_default`` signature (free batch).
 
     With Keras 3 ``model.export`` writes an inference-only artifact (the ``call`` in inference
-    mode, no Keras objects); the input is ``image`` ``float32 [None, S, S, 3]``, the output
-    ``output_0`` (the probabilities). Returns ``out_dir``.
+    mode, no Keras objects); the input is ``image`` ``float32 [None, S, S, 3]``, the outputs
+    ``output_0`` (the probabilities) and, when ``with_features`` and the model's head allows class
+    activation maps (:func:`fish_platform.ml.explain.cam_model`), ``output_1`` (the feature map the
+    head pools). The probabilities are the same either way. Returns ``out_dir``.
     """
     import tensorflow as tf
 
     out = Path(out_dir)
     size = _input_size(keras_model)
     signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
-    keras_model.export(str(out), format="tf_saved_model", verbose=False, input_signature=signature)
+    exported = feature_model(keras_model) if with_features else None
+    (exported or keras_model).export(
+        str(out), format="tf_saved_model", verbose=False, input_signature=signature
+    )
     return out
+
+
+def feature_model(keras_model: Any) -> Any | None:
+    """``keras_model`` with the feature map as a second output, or None if its head is not CAM-able."""
+    from fish_platform.ml.explain import cam_model
+
+    try:
+        return cam_model(keras_model)
+    except ValueError as exc:
+        log.info("exporting probabilities only: %s", exc)
+        return None
+
+
+def output_roles(shapes: list[tuple[Any, ...]]) -> tuple[int, int | None]:
+    """Indices of ``(probabilities, feature map)`` among a model's outputs, told apart by rank (2 vs 4).
+
+    Converters do not keep output order or names reliably (TFLite sorts by name), the ranks are
+    unambiguous. Raises ValueError for anything but one rank-2 output and at most one rank-4 one.
+    """
+    ranks = [len(shape) for shape in shapes]
+    if (
+        ranks.count(2) != 1
+        or ranks.count(4) > 1
+        or len(ranks) > 2
+        or len(ranks) - ranks.count(2) != ranks.count(4)
+    ):
+        raise ValueError(f"expected outputs (N, classes) [+ (N, h, w, channels)], got shapes {shapes}")
+    return ranks.index(2), (ranks.index(4) if 4 in ranks else None)
 
 
 def _input_size(keras_model: Any) -> int:
@@ -191,9 +227,10 @@ def convert_to_openvino(source: Any, out_dir: Path | str) -> Path:
     xml = out / OPENVINO_XML
     with saved_model_for(source) as saved:
         model = ov.convert_model(str(saved))
-        if len(model.outputs) != 1:
-            raise ValueError(f"expected a model with one output, got {len(model.outputs)}")
-        model.outputs[0].get_tensor().add_names({OUTPUT_NAME})
+        probs, features = output_roles([tuple(o.get_partial_shape()) for o in model.outputs])
+        model.outputs[probs].get_tensor().add_names({OUTPUT_NAME})
+        if features is not None:
+            model.outputs[features].get_tensor().add_names({FEATURES_NAME})
         ov.save_model(model, str(xml), compress_to_fp16=False)
     return xml
 
@@ -233,12 +270,16 @@ def convert_to_onnx(source: Any, out_path: Path | str, opset: int = ONNX_OPSET) 
         frozen = convert_variables_to_constants_v2(loaded.signatures[SERVING_SIGNATURE])
         inputs = [t.name for t in frozen.inputs if t.dtype != tf.resource]
         outputs = [t.name for t in frozen.outputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"expected one input and one output, got {inputs} and {outputs}")
+        if len(inputs) != 1:
+            raise ValueError(f"expected one input, got {inputs}")
+        probs, features = output_roles([tuple(t.shape) for t in frozen.outputs])
         model_proto, _ = tf2onnx.convert.from_graph_def(
             frozen.graph.as_graph_def(), input_names=inputs, output_names=outputs, opset=opset
         )
-    _rename_onnx_io(model_proto, {inputs[0]: INPUT_NAME, outputs[0]: OUTPUT_NAME})
+    names = {inputs[0]: INPUT_NAME, outputs[probs]: OUTPUT_NAME}
+    if features is not None:
+        names[outputs[features]] = FEATURES_NAME
+    _rename_onnx_io(model_proto, names)
     out.write_bytes(model_proto.SerializeToString())
     return out
 

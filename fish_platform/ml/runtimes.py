@@ -7,7 +7,11 @@ swap one for another:
 * ``threads``: the compute threads it was built with;
 * ``image_size`` and ``n_classes`` (read from the model file);
 * ``predict_arrays(images)``: ``(N, S, S, 3)`` RGB pixels in [0, 255] (float32, or uint8 which
-  is cast) -> ``float32 (N, n_classes)`` softmax probabilities, for any ``N`` (0 included).
+  is cast) -> ``float32 (N, n_classes)`` softmax probabilities, for any ``N`` (0 included);
+* ``has_features`` and ``predict_with_features(images)``: the probabilities and, for a model
+  exported with its feature map as a second output (:func:`fish_platform.ml.optimize.output_roles`),
+  ``float32 (N, h, w, channels)`` (else ``None``), from the same run: what class activation maps
+  and pooled embeddings are computed from.
 
 The models take raw pixel values: EfficientNet's rescaling and normalization are inside the graph,
 so no runtime does any preprocessing of its own.
@@ -187,6 +191,19 @@ class Classifier(Protocol):
     def predict_arrays(self, images: np.ndarray) -> np.ndarray: ...
 
 
+def _roles(shapes: list[tuple[Any, ...]]) -> tuple[int, int | None]:
+    from fish_platform.ml.optimize import output_roles  # light: imports no TensorFlow
+
+    return output_roles(shapes)
+
+
+def _split(parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
+    probs = np.concatenate([p for p, _ in parts]).astype(np.float32, copy=False)
+    if parts[0][1] is None:
+        return probs, None
+    return probs, np.concatenate([f for _, f in parts]).astype(np.float32, copy=False)
+
+
 # --- OpenVINO ------------------------------------------------------------------------------------
 
 
@@ -233,13 +250,13 @@ class OpenVINOClassifier:
         self.max_batch = int(max_batch)
         core = ov.Core()
         model = core.read_model(str(self.path))
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            raise ValueError(
-                f"expected one input and one output, got {len(model.inputs)} and {len(model.outputs)}"
-            )
+        if len(model.inputs) != 1:
+            raise ValueError(f"expected one input, got {len(model.inputs)}")
+        self._probs, self._features = _roles([tuple(o.get_partial_shape()) for o in model.outputs])
+        self.has_features = self._features is not None
         shape = model.inputs[0].get_partial_shape()
         self.image_size = _static_dim(shape[1])
-        self.n_classes = int(_static_dim(model.outputs[0].get_partial_shape()[1]) or 0)
+        self.n_classes = int(_static_dim(model.outputs[self._probs].get_partial_shape()[1]) or 0)
         settings = {
             "PERFORMANCE_HINT": self.hint.upper(),
             "INFERENCE_NUM_THREADS": self.threads,
@@ -259,12 +276,15 @@ class OpenVINOClassifier:
         return int(self._compiled.get_property("NUM_STREAMS"))
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(images)[0]
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         batch = as_batch(images, self.image_size)
         if len(batch) == 0:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
-        return np.concatenate([self._run(chunk) for chunk in _chunks(batch, self.max_batch)])
+            return np.zeros((0, self.n_classes), dtype=np.float32), None
+        return _split([self._run(chunk) for chunk in _chunks(batch, self.max_batch)])
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         held = [self._pool.get()]  # blocks until a request is free
         try:
             while len(held) < min(self.n_requests, len(batch)):
@@ -278,8 +298,13 @@ class OpenVINOClassifier:
             outputs = []
             for request in held:
                 request.wait()
-                outputs.append(np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True))
-            return np.concatenate(outputs) if len(outputs) > 1 else outputs[0]
+                probs = np.array(request.get_output_tensor(self._probs).data, dtype=np.float32, copy=True)
+                features = None
+                if self._features is not None:
+                    tensor = request.get_output_tensor(self._features).data
+                    features = np.array(tensor, dtype=np.float32, copy=True)
+                outputs.append((probs, features))
+            return _split(outputs)
         finally:
             for request in held:
                 self._pool.put(request)
@@ -317,22 +342,29 @@ class OnnxClassifier:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
-        self._input, self._output = inputs[0].name, outputs[0].name
+        if len(inputs) != 1:
+            raise ValueError(f"expected one input, got {len(inputs)}")
+        probs, features = _roles([tuple(o.shape) for o in outputs])
+        self._input = inputs[0].name
+        self._outputs = [outputs[probs].name] + ([outputs[features].name] if features is not None else [])
+        self.has_features = features is not None
         height = inputs[0].shape[1]
         self.image_size = int(height) if isinstance(height, int) else None
-        classes = outputs[0].shape[1]
+        classes = outputs[probs].shape[1]
         self.n_classes = int(classes) if isinstance(classes, int) else 0
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(images)[0]
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         batch = as_batch(images, self.image_size)
         if len(batch) == 0:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
-        parts = [
-            self._session.run([self._output], {self._input: c})[0] for c in _chunks(batch, self.max_batch)
-        ]
-        return np.concatenate(parts).astype(np.float32, copy=False)
+            return np.zeros((0, self.n_classes), dtype=np.float32), None
+        parts = []
+        for chunk in _chunks(batch, self.max_batch):
+            result = self._session.run(self._outputs, {self._input: chunk})
+            parts.append((result[0], result[1] if self.has_features else None))
+        return _split(parts)
 
 
 # --- LiteRT --------------------------------------------------------------------------------------
@@ -362,9 +394,12 @@ class LiteRTClassifier:
         self.max_batch = int(max_batch)
         self._interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
-        self._input, self._output = inputs[0], outputs[0]
+        if len(inputs) != 1:
+            raise ValueError(f"expected one input, got {len(inputs)}")
+        probs, features = _roles([tuple(o["shape"]) for o in outputs])
+        self._input, self._output = inputs[0], outputs[probs]
+        self._feature_output = outputs[features] if features is not None else None
+        self.has_features = features is not None
         signature = self._input.get("shape_signature", self._input["shape"])
         self.image_size = int(signature[1]) if int(signature[1]) > 0 else None
         self.n_classes = int(self._output["shape"][-1])
@@ -372,13 +407,16 @@ class LiteRTClassifier:
         self._lock = threading.Lock()
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(images)[0]
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         batch = as_batch(images, self.image_size)
         if len(batch) == 0:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
+            return np.zeros((0, self.n_classes), dtype=np.float32), None
         with self._lock:
-            return np.concatenate([self._run(chunk) for chunk in _chunks(batch, self.max_batch)])
+            return _split([self._run(chunk) for chunk in _chunks(batch, self.max_batch)])
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         interpreter = self._interpreter
         if len(batch) != self._batch:
             interpreter.resize_tensor_input(self._input["index"], list(batch.shape), strict=False)
@@ -386,7 +424,13 @@ class LiteRTClassifier:
             self._batch = len(batch)
         interpreter.set_tensor(self._input["index"], batch)
         interpreter.invoke()
-        return np.array(interpreter.get_tensor(self._output["index"]), dtype=np.float32, copy=True)
+        probs = np.array(interpreter.get_tensor(self._output["index"]), dtype=np.float32, copy=True)
+        if self._feature_output is None:
+            return probs, None
+        features = np.array(
+            interpreter.get_tensor(self._feature_output["index"]), dtype=np.float32, copy=True
+        )
+        return probs, features
 
 
 # --- TensorFlow (the reference) ------------------------------------------------------------------
@@ -423,21 +467,35 @@ class TensorFlowClassifier:
         self.n_classes = int(model.output_shape[-1])
         self.max_batch = int(max_batch)
         size = self.image_size
+        from fish_platform.ml.optimize import feature_model
+
+        with_features = feature_model(model)  # shares the layers: the same probabilities
+        self.has_features = with_features is not None
+        network = with_features if with_features is not None else model
 
         @tf.function(
             input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)], reduce_retracing=True
         )
         def forward(images):
-            return model(images, training=False)
+            return network(images, training=False)
 
         self._forward = forward
 
     def predict_arrays(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_with_features(images)[0]
+
+    def predict_with_features(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         batch = as_batch(images, self.image_size)
         if len(batch) == 0:
-            return np.zeros((0, self.n_classes), dtype=np.float32)
-        parts = [self._forward(chunk).numpy() for chunk in _chunks(batch, self.max_batch)]
-        return np.concatenate(parts).astype(np.float32, copy=False)
+            return np.zeros((0, self.n_classes), dtype=np.float32), None
+        parts = []
+        for chunk in _chunks(batch, self.max_batch):
+            out = self._forward(chunk)
+            if self.has_features:
+                parts.append((out[0].numpy(), out[1].numpy()))
+            else:
+                parts.append((out.numpy(), None))
+        return _split(parts)
 
 
 # --- loading by file -----------------------------------------------------------------------------

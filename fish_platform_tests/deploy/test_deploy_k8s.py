@@ -161,6 +161,25 @@ def test_serving_sends_mlflow_credentials_and_staggers_model_reloads(overlay: st
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_logs_predictions_to_the_pipelines_object_storage(overlay: str):
+    docs = render(overlay)
+    serving = find(docs, "Deployment", "fish-serving")
+    (container,) = containers(serving)
+    env = {e["name"]: e for e in container["env"]}
+    pipeline = find(docs, "ConfigMap", "dagster-platform-env")["data"]
+    for key in ("FISH_DATA_URI", "FISH_S3_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+        ref = env[key]["valueFrom"]["configMapKeyRef"]  # the same values the drift asset reads back
+        assert ref["name"] == "dagster-platform-env" and ref["key"] in pipeline, key
+    assert pipeline[env["FISH_DATA_URI"]["valueFrom"]["configMapKeyRef"]["key"]].startswith("s3://")
+    assert {"secretRef": {"name": "fish-s3"}} in container["envFrom"]  # the run pods' storage key
+    assert env["FISH_DATA_DIR"]["value"].startswith("/tmp/")  # scratch on the writable emptyDir
+    labels = serving["spec"]["template"]["metadata"]["labels"]
+    assert labels["fish-platform.io/object-storage-client"] == "true"  # egress: test_network_policies
+    if overlay == "yandex":  # the Managed Redis patch replaces env/0: it must still be REDIS_URL
+        assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "fish-redis"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_ingress_sends_page_and_api_to_serving(overlay: str):
     docs = render(overlay)
     ingress = find(docs, "Ingress", "fish-platform")

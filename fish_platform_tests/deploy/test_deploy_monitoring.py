@@ -130,6 +130,14 @@ def test_dashboard_shows_rate_latency_cache_species_and_pods():
     assert "count(fish_model_loaded)" in exprs  # pods
 
 
+def test_dashboard_shows_the_prediction_log_series():
+    exprs = "\n".join(dashboard_exprs())
+    assert "sum by (species, model_version) (rate(fish_answers_total" in exprs  # per species and version
+    assert "sum by (model_version) (rate(fish_unknown_answers_total" in exprs  # unknown rate
+    for quantile in ("0.1", "0.5", "0.9"):  # confidence quantiles
+        assert f"histogram_quantile({quantile}, sum by (le) (rate(fish_answer_confidence_bucket" in exprs
+
+
 def test_dashboard_uses_the_provisioned_datasource():
     dashboard = json.loads(DASHBOARD.read_text())
     datasources = yaml.safe_load(
@@ -197,6 +205,19 @@ def exposition(include: set[str]) -> str:
         "fish_invalid_requests_total": lambda: (
             Counter("fish_invalid_requests", "i", ["reason"], registry=registry).labels("not_an_image").inc()
         ),
+        "fish_answers_total": lambda: (
+            Counter("fish_answers", "a", ["species", "model_version"], registry=registry)
+            .labels("trout", "1")
+            .inc()
+        ),
+        "fish_unknown_answers_total": lambda: (
+            Counter("fish_unknown_answers", "u", ["model_version"], registry=registry).labels("1").inc(0)
+        ),
+        "fish_answer_confidence": lambda: (
+            Histogram("fish_answer_confidence", "c", ["model_version"], registry=registry)
+            .labels("1")
+            .observe(0.9)
+        ),
     }
     for name in include:
         factories[name]()
@@ -213,6 +234,9 @@ ALL_SERVICE_METRICS = {
     "fish_model_version_info",
     "fish_inference_batch_size",
     "fish_invalid_requests_total",
+    "fish_answers_total",
+    "fish_unknown_answers_total",
+    "fish_answer_confidence",
 }
 
 

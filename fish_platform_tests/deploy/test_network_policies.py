@@ -234,11 +234,12 @@ def intended(overlay: str, endpoints: dict[str, Endpoint]) -> set[tuple[str, str
     if overlay == "local":
         add("fish-serving", "redis", 6379)
         add(POSTGRES_CLIENTS, "postgres", 5432)
-        add(("mlflow", *PIPELINE, "minio-buckets"), "minio", 9000)
+        add(("mlflow", *PIPELINE, "minio-buckets", "fish-serving"), "minio", 9000)
     else:
         add("fish-serving", "managed-redis", 6380)
         add(POSTGRES_CLIENTS, "managed-postgres", 6432)
-        add(("mlflow", *PIPELINE, "dagster-webserver", "spark-executor"), "object-storage", 443)
+        storage_clients = ("mlflow", *PIPELINE, "dagster-webserver", "spark-executor", "fish-serving")
+        add(storage_clients, "object-storage", 443)
         add("ingress-nginx", "acme-solver", 8089)
         add(("dagster-run", "spark-executor"), "spark-executor", 7079)
         add("spark-executor", "dagster-run", 7078)
@@ -314,5 +315,7 @@ def test_the_evaluator_sees_a_policy_that_opens_too_much():
     yandex = policies_of("yandex")
     remote = cluster("yandex")
     assert allowed(yandex, remote["mlflow"], remote["object-storage"], 443)
-    assert not allowed(yandex, remote["fish-serving"], remote["object-storage"], 443)
+    assert allowed(yandex, remote["fish-serving"], remote["object-storage"], 443)  # the prediction log
+    assert not allowed(yandex, remote["grafana"], remote["object-storage"], 443)
+    assert not allowed(yandex, remote["fish-serving"], remote["managed-postgres"], 6432)
     assert not allowed(yandex, remote["mlflow"], remote["managed-redis"], 6380)

@@ -8,15 +8,18 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from fish_platform.ml import export
+from fish_platform.ml.explain import cam_model, head_weights
 from fish_platform.ml.export import (
     check_export_parity,
     export_logged_model,
     export_model,
     load_exported,
     read_export,
+    read_head,
 )
 from fish_platform.ml.optimize import reference_probabilities
 from fish_platform_tests.helpers import REPO_ROOT
@@ -44,7 +47,7 @@ def test_each_format_is_a_self_contained_bundle_with_parity(fmt, tiny, tmp_path)
     )
     moved = shutil.move(str(written), str(tmp_path / "elsewhere"))  # nothing points back to the source
     names = {p.name for p in (tmp_path / "elsewhere").iterdir()}
-    assert names == FILES[fmt] | {"labels.json", "model.json"}
+    assert names == FILES[fmt] | {"labels.json", "model.json", "head.npz"}
     assert not list(tmp_path.glob(".bundle-*"))  # no staging folder left behind
 
     assert json.loads((tmp_path / "elsewhere" / "labels.json").read_text()) == SPECIES
@@ -57,6 +60,7 @@ def test_each_format_is_a_self_contained_bundle_with_parity(fmt, tiny, tmp_path)
     assert "softmax" in manifest["output"]["meaning"] and "bilinear" in manifest["preprocessing"]
     assert manifest["readme"] and manifest["runtime"]["exported_with"]
     assert set(manifest["files"]) == FILES[fmt] and manifest["model_file"] in FILES[fmt]
+    assert manifest["extra_files"] == ["head.npz"] and manifest["features"]["head_file"] == "head.npz"
 
     bundle = read_export(moved)
     assert (bundle.format, bundle.labels, bundle.image_size) == (fmt, SPECIES, IMAGE_SIZE)
@@ -69,6 +73,16 @@ def test_each_format_is_a_self_contained_bundle_with_parity(fmt, tiny, tmp_path)
     reference = reference_probabilities(tiny.model, images)
     assert check_export_parity(moved, reference, images).passed  # precomputed reference, no Keras
     assert (classifier.predict_arrays(images).argmax(axis=1) == labels).mean() >= 0.98
+
+    # The second output is Keras' feature map, and head.npz the dense head: together, the exact logits.
+    probs, features = classifier.predict_with_features(images[:6])
+    expected = np.asarray(cam_model(tiny.model)(images[:6], training=False)[1])
+    np.testing.assert_allclose(features, expected, atol=1e-4)
+    kernel, bias = read_head(moved)
+    np.testing.assert_array_equal(kernel, head_weights(tiny.model)[0])
+    logits = features.mean(axis=(1, 2)) @ kernel + bias
+    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(softmax / softmax.sum(axis=1, keepdims=True), probs, atol=1e-4)
 
 
 def test_bundle_from_a_keras_model_and_guards(tiny, tmp_path):
@@ -116,6 +130,7 @@ def test_int8_bundle_replaces_the_model_and_says_so(tiny, tmp_path):
     assert bundle.manifest["precision"] == "int8" and bundle.labels == SPECIES
     assert bundle.manifest["quantization"]["gate"]["passed"] is True
     assert "FakeQuantize" in (out / "model.xml").read_text()
+    assert (out / "head.npz").is_file() and load_exported(out, threads=1).has_features  # maps on INT8 too
     assert json.loads((fp32 / "model.json").read_text())["precision"] == "float32"  # source untouched
     probs = load_exported(out, threads=1).predict_arrays(images)
     assert (probs.argmax(axis=1) == labels).mean() >= 0.98

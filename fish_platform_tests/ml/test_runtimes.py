@@ -117,6 +117,29 @@ def test_runtimes_give_the_keras_probabilities(tiny):
             runtime.predict_arrays(np.zeros((32, 32, 3), np.float32))
 
 
+def test_runtimes_give_the_keras_feature_map(tiny, tmp_path):
+    """The second output (for maps and embeddings) is the feature map Keras' head pools, on every runtime."""
+    from fish_platform.ml.explain import cam_model
+    from fish_platform.ml.optimize import convert_to_openvino, export_saved_model
+
+    images, _ = colour_images(9, seed=52)
+    expected = np.asarray(cam_model(tiny.model)(images, training=False)[1])
+    chunked = OpenVINOClassifier(tiny.openvino, threads=2, max_batch=4)  # chunks and streams concatenated
+    for runtime in [*_all_runtimes(tiny), chunked]:
+        assert runtime.has_features, runtime.name
+        probs, features = runtime.predict_with_features(images)
+        np.testing.assert_allclose(probs, runtime.predict_arrays(images), atol=1e-6)
+        assert features.dtype == np.float32 and features.shape == expected.shape
+        np.testing.assert_allclose(features, expected, atol=1e-4, err_msg=runtime.name)
+        assert runtime.predict_with_features(images[:0])[1] is None
+    # A model exported before feature maps existed (probabilities only) still loads and answers.
+    saved = export_saved_model(tiny.model, tmp_path / "plain", with_features=False)
+    plain = OpenVINOClassifier(convert_to_openvino(saved, tmp_path / "ov"), threads=1)
+    probs, features = plain.predict_with_features(images)
+    assert not plain.has_features and features is None
+    np.testing.assert_allclose(probs, reference_probabilities(tiny.model, images), atol=1e-5)
+
+
 def test_large_batches_are_split_and_concurrent_callers_are_safe(tiny):
     images, _ = colour_images(40, seed=52)
     expected = OpenVINOClassifier(tiny.openvino, threads=2, hint="latency").predict_arrays(images)

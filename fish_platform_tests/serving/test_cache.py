@@ -7,7 +7,15 @@ import logging
 
 import pytest
 
-from serving.cache import CacheConfig, InProcessLRUCache, RedisCache, build_cache, cache_key
+from serving.cache import (
+    CacheConfig,
+    CacheState,
+    InProcessLRUCache,
+    RedisCache,
+    build_cache,
+    cache_key,
+    explain_key,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -126,3 +134,34 @@ def test_redis_password_is_not_logged(caplog):
     fields = [getattr(record, "fields", {}) for record in caplog.records]
     assert {"url": "redis://app:***@redis.internal:6379/0"}.items() <= fields[-1].items()
     assert "s3cret" not in repr(fields)
+
+
+def test_state_says_whether_redis_answers(redis_server):
+    """What /readyz reports: the real Redis up, killed, and back."""
+    cache = RedisCache(redis_server.url, ttl_seconds=60, retry_after_s=30.0)
+
+    async def scenario():
+        assert await InProcessLRUCache().state() == CacheState("memory", "memory")
+        assert await cache.state() == CacheState("redis", "redis")
+        redis_server.stop()
+        try:
+            down = await cache.state()
+            assert down.state == "redis_unavailable" and down.error
+            assert not cache.available  # the failed PING opens the breaker, as a failed GET does
+        finally:
+            redis_server.start()
+        assert await cache.state() == CacheState("redis", "redis")
+        assert cache.available  # a PING that succeeds closes it at once, without waiting 30 s
+        await cache.close()
+
+    run(scenario())
+
+
+def test_explain_keys_separate_species_and_versions():
+    keys = {
+        explain_key("fish", "1", "ab" * 32, None),
+        explain_key("fish", "1", "ab" * 32, "Trout"),
+        explain_key("fish", "2", "ab" * 32, "Trout"),
+        cache_key("fish", "1", "ab" * 32),
+    }
+    assert len(keys) == 4

@@ -3,6 +3,7 @@
 import asyncio
 import dataclasses
 import io
+import json
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from PIL import Image
 
 from fish_platform.settings import load_settings
 from serving.cache import InProcessLRUCache
-from serving.predictor import ImageRejected, ModelUnavailable, Predictor, PreparedImage
+from serving.predictor import ImageRejected, ModelAnswer, ModelUnavailable, Predictor, PreparedImage
 
 MODEL = {"model_name": "fish", "model_version": "3", "image_size": 16}
 
@@ -123,3 +124,62 @@ def test_a_failed_model_call_is_a_typed_error_and_nothing_is_cached(config, tmp_
 
     failure, again = asyncio.run(run())
     assert failure.reason == reason and not again.cached
+
+
+def test_the_embedding_crosses_as_an_attribute_and_is_never_cached(config, tmp_path):
+    embedding = np.arange(4, dtype=np.float32)
+
+    async def model(images):
+        top3 = [{"species": "Bass", "confidence": 1.0}]
+        answer = ModelAnswer({"model_name": "fish", "model_version": "3", "top3": top3})
+        answer.embedding = embedding
+        return [answer.to_wire() for _ in images]  # what FishModel.classify sends
+
+    cache = InProcessLRUCache(max_items=10, ttl_seconds=60)
+    predictor = Predictor(config, cache, model)
+
+    async def scenario():
+        image = await predictor.prepare(_png(tmp_path / "a.png"), MODEL)
+        await predictor.answer([image], MODEL)
+        again = await predictor.prepare(tmp_path / "a.png", MODEL)
+        return image, again
+
+    image, again = asyncio.run(scenario())
+    assert isinstance(image.answer, ModelAnswer) and "embedding" not in image.answer
+    np.testing.assert_array_equal(getattr(image.answer, "embedding", None), embedding)
+    json.dumps(image.answer)  # what the Redis cache does with it
+    assert again.cached and isinstance(again.answer, ModelAnswer) and again.answer.embedding is None
+    assert "embedding" not in again.answer
+
+
+def test_explain_checks_like_predict_and_caches_per_species(config, tmp_path):
+    calls: list[str | None] = []
+
+    async def explain(array, species):
+        calls.append(species)
+        assert array.shape == (16, 16, 3) and array.dtype == np.uint8
+        return {"model_version": "3", "species": species or "Bass", "cam": np.eye(4, dtype=np.float32)}
+
+    model = {**MODEL, "labels": ["Bass", "Gilt_Head_Bream"]}
+    predictor = Predictor(
+        config, InProcessLRUCache(max_items=10, ttl_seconds=60), FakeModelProcess(), explain_model=explain
+    )
+    photo = _png(tmp_path / "p.png", size=(40, 30))
+
+    async def scenario():
+        first = await predictor.explain(photo, model, None)
+        second = await predictor.explain(photo, model, None)
+        third = await predictor.explain(photo, model, "gilt head bream")  # as the page shows names
+        return first, second, third
+
+    (png, meta), (png2, meta2), (_, meta3) = asyncio.run(scenario())
+    assert Image.open(io.BytesIO(png)).size == (40, 30) and png2 == png
+    assert (meta["cached"], meta2["cached"], meta3["cached"]) == (False, True, False)
+    assert meta3["species"] == "Gilt_Head_Bream" and calls == [None, "Gilt_Head_Bream"]
+    with pytest.raises(ImageRejected) as raised:
+        asyncio.run(predictor.explain(photo, model, "Nemo"))
+    assert (raised.value.status, raised.value.reason) == (400, "unknown_species")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(ImageRejected) as raised:
+        asyncio.run(predictor.explain(tmp_path / "empty", model, None))
+    assert (raised.value.status, raised.value.reason) == (400, "empty")

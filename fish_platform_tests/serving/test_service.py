@@ -142,7 +142,10 @@ def bomb_png() -> bytes:
         ("no_file", 400, "missing_file"),
     ],
 )
-def test_bad_input_is_a_4xx_json_error_and_service_keeps_serving(service, fish_photo, case, status, reason):
+@pytest.mark.parametrize("route", ["/predict", "/explain"])
+def test_bad_input_is_a_4xx_json_error_and_service_keeps_serving(
+    service, fish_photo, case, status, reason, route
+):
     photo = fish_photo.read_bytes()
     requests = {
         "empty": {"files": {"file": ("e.png", b"", "image/png")}},
@@ -158,7 +161,7 @@ def test_bad_input_is_a_4xx_json_error_and_service_keeps_serving(service, fish_p
         "no_file": {"files": {"image": ("f.png", photo, "image/png")}},
     }
     with service.client() as client:
-        response = client.post("/predict", **requests[case])
+        response = client.post(route, **requests[case])
         assert response.status_code == status, response.text
         assert response.json()["reason"] == reason
         assert response.json()["error"]
@@ -170,6 +173,7 @@ def test_probes_page_and_metrics(service):
         ready = client.get("/readyz")
         assert ready.status_code == 200
         assert ready.json()["model_version"] == service.version and ready.json()["cache"] == "redis"
+        assert "cache_error" not in ready.json()
         model = client.get("/model").json()
         assert model["labels"] == list(service.versions[service.version]) and model["image_size"] == 32
         page = client.get("/")
@@ -200,6 +204,9 @@ def test_redis_outage_answers_uncached_then_heals(service, redis_server):
         errors_before = metric_value(client.get("/metrics").text, "fish_cache_events_total", event="error")
         redis_server.stop()
         try:
+            ready = client.get("/readyz")  # still ready (the cache is optional), and says the cache is down
+            assert ready.status_code == 200 and ready.json()["cache"] == "redis_unavailable", ready.text
+            assert "Connection" in ready.json()["cache_error"] or "Error" in ready.json()["cache_error"]
             for _ in range(2):
                 response = predict(client, image)
                 assert response.status_code == 200, response.text
@@ -214,6 +221,7 @@ def test_redis_outage_answers_uncached_then_heals(service, redis_server):
             cached = predict(client, image).json()["cached"]
             time.sleep(0.5)
         assert cached, "the cache never came back after Redis restarted"
+        assert client.get("/readyz").json()["cache"] == "redis"
 
 
 def test_promotion_switches_version_without_restart(service, fish_photo):
@@ -266,8 +274,11 @@ def test_promotion_switches_version_without_restart(service, fish_photo):
 def test_promotion_to_a_version_with_an_openvino_bundle_swaps_the_runtime(service, fish_photo):
     """FISH_RUNTIME=auto: a version logged with serving/openvino is served by OpenVINO, calibrated."""
     calibration = {
-        "temperature": 1.5, "threshold": 0.999, "score_method": "max_probability",
-        "ece_before": 0.1, "ece_after": 0.05,
+        "temperature": 1.5,
+        "threshold": 0.999,
+        "score_method": "max_probability",
+        "ece_before": 0.1,
+        "ece_after": 0.05,
     }
     new_version = register_tiny_model(
         service.registry, LABELS_V2, image_size=48, seed=3, bundles=("openvino",), calibration=calibration
@@ -286,3 +297,15 @@ def test_promotion_to_a_version_with_an_openvino_bundle_swaps_the_runtime(servic
         assert body["model_version"] == new_version and {p["species"] for p in body["top3"]} <= set(LABELS_V2)
         # a threshold of 0.999 on the calibrated max probability: an untrained model is never that sure
         assert body["unknown"] is True and 0.0 < body["unknown_score"] < 0.999
+        # The bundle carries the feature map and the head: maps on OpenVINO too, for any known species.
+        explained = client.post(
+            "/explain",
+            files={"file": ("f.png", fish_photo.read_bytes(), "image/png")},
+            data={"species": "Trout"},
+        )
+        assert explained.status_code == 200, explained.text
+        assert (
+            explained.headers["content-type"] == "image/png"
+            and explained.headers["x-fish-species"] == "Trout"
+        )
+        assert explained.headers["x-model-version"] == new_version

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from serving.config import load_serving_config
-from serving.web import RequestGuard
+from serving.web import RequestGuard, complete_openapi
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -99,3 +99,89 @@ def test_cors_only_when_configured():
     )
     assert rejected.status_code == 415
     assert rejected.headers["access-control-allow-origin"] == "http://example.org"
+
+
+def test_explain_gets_the_upload_checks_and_every_answer_the_security_headers():
+    assert call("POST", "/explain", json={"file": "x"}).json()["reason"] == "unsupported_media_type"
+    ok = call("POST", "/explain", files={"file": ("a.png", b"x", "image/png")}, data={"species": "Trout"})
+    assert ok.status_code == 200  # a text part beside the file is fine (species)
+    for response in (ok, call("GET", "/readyz"), call("POST", "/predict", json={})):
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_bentoml_errors_get_the_one_error_shape():
+    async def bentoml_400(scope, receive, send):
+        body = b'{"error": "invalid species"}'
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"28")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    guard = RequestGuard(bentoml_400, config=load_serving_config())
+
+    async def go():
+        transport = httpx.ASGITransport(app=guard)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.post("/explain", files={"file": ("a.png", b"x", "image/png")})
+
+    response = asyncio.run(go())
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid species", "reason": "invalid_argument"}
+
+
+def test_complete_openapi_documents_codes_limits_and_nullable_fields():
+    spec = {
+        "paths": {
+            "/predict_batch": {
+                "post": {
+                    "responses": {
+                        "200": {
+                            "content": {
+                                "application/json": {
+                                    "schema": {
+                                        "properties": {
+                                            "request_id": {
+                                                "type": "string",
+                                                "default": None,
+                                                "title": "Request Id",
+                                            }
+                                        },
+                                    }
+                                }
+                            }
+                        },
+                        "404": {},
+                        "500": {},
+                    },
+                    "requestBody": {
+                        "content": {
+                            "multipart/form-data": {
+                                "schema": {
+                                    "properties": {
+                                        "files": {
+                                            "type": "array",
+                                            "items": {"type": "string", "format": "binary"},
+                                        }
+                                    },
+                                }
+                            }
+                        }
+                    },
+                }
+            },
+        },
+        "components": {"schemas": {}},
+    }
+    config = dataclasses.replace(load_serving_config(), max_batch_files=7)
+    done = complete_openapi(spec, config)["paths"]["/predict_batch"]["post"]
+    assert set(done["responses"]) == {"200", "400", "413", "415", "503"}
+    form = done["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["files"] and done["requestBody"]["required"] is True
+    assert (form["properties"]["files"]["minItems"], form["properties"]["files"]["maxItems"]) == (1, 7)
+    request_id = done["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["request_id"]
+    assert {"type": "null"} in request_id["anyOf"]

@@ -1,0 +1,1 @@
+"""After deployment: prediction log, feedback, drift and challenger statistics (no Dagster, no BentoML)."""
