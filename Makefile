@@ -10,7 +10,7 @@ export FISH_RAW_URI ?= $(FISH_DATA_DIR)/raw
 export FISH_SERVE_PORT ?= 3000
 export PYSPARK_PYTHON ?= $(CURDIR)/$(BIN)/python
 
-.PHONY: demo test serve dagster system-deps frontend lint benchmarks images deploy print-urls clean
+.PHONY: demo test serve dagster mlflow system-deps frontend lint benchmarks images deploy print-urls clean
 
 $(BIN)/.installed: pyproject.toml
 	@if [ -z "$(PYTHON_311)" ]; then echo "missing prerequisite: Python 3.11 (python3.11 not found; install it, e.g. apt-get install python3.11 python3.11-venv)" >&2; exit 1; fi
@@ -33,7 +33,7 @@ demo: system-deps $(BIN)/.installed frontend
 	@mkdir -p $(DAGSTER_HOME)
 	@if [ ! -d "$(FISH_RAW_URI)" ] && [[ "$(FISH_RAW_URI)" != s3://* ]]; then \
 	  $(BIN)/fish-platform sample-data $(FISH_RAW_URI) --species 5 --per-species 60 --corrupt 3 --duplicates 3; fi
-	$(BIN)/dagster asset materialize -m fish_platform.definitions --select '*'
+	$(BIN)/dagster job execute -m fish_platform.definitions -j fish_pipeline
 	$(MAKE) serve
 
 serve: $(BIN)/.installed frontend
@@ -42,6 +42,16 @@ serve: $(BIN)/.installed frontend
 dagster: $(BIN)/.installed
 	@mkdir -p $(DAGSTER_HOME)
 	$(BIN)/dagster dev -m fish_platform.definitions
+
+# The MLflow UI on the embedded store the demo writes (backend and artifact root from the settings);
+# Dagster metadata links runs to it (FISH_MLFLOW_UI_URL, default http://127.0.0.1:5000).
+MLFLOW_PORT ?= 5000
+mlflow: $(BIN)/.installed
+	@eval "$$($(BIN)/python -c 'import shlex; from fish_platform.resources import artifact_location_for as a; from fish_platform.settings import load_settings; s = load_settings(); print("STORE=" + shlex.quote(s.mlflow_tracking_uri), "ARTIFACTS=" + shlex.quote(a(s) or ""))')"; \
+	if [[ "$$STORE" == http* ]]; then echo "MLflow runs as a server: open $$STORE"; exit 0; fi; \
+	echo "MLflow UI on $$STORE: http://127.0.0.1:$(MLFLOW_PORT)"; \
+	exec $(BIN)/mlflow ui --backend-store-uri "$$STORE" --default-artifact-root "$$ARTIFACTS" \
+	  --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 test: system-deps $(BIN)/.installed frontend
 	$(BIN)/ruff check fish_platform serving fish_platform_tests benchmarks

@@ -13,6 +13,9 @@ Scenarios (same model, same photos, same machine, one after the other):
   ``auto``: the version's OpenVINO bundle), every request a distinct image (a real photo with a
   unique PNG text chunk, so same pixels but a new sha256).
 * ``cached``: the same service, a small set of images requested over and over (cache hits).
+* ``uncached_nolog``: ``uncached`` again on a second start of the service with the prediction log off
+  (``FISH_PREDICTION_LOG=off``): what the log costs. The log of the other scenarios goes to a
+  temporary ``FISH_DATA_URI``.
 
 Each HTTP scenario runs with one client (latency) and with ``--concurrency`` clients (throughput).
 The default of 64 clients keeps the service saturated with full batches of 32 (the ceiling's batch
@@ -58,7 +61,7 @@ from fish_platform.contract import PRODUCTION_ALIAS, model_alias_uri, top_k
 
 REPO = Path(__file__).resolve().parents[1]
 BOUNDARY = "fishbenchboundary7d3c"
-SCENARIOS = ("ceiling", "naive", "uncached", "cached")
+SCENARIOS = ("ceiling", "naive", "uncached", "cached", "uncached_nolog")
 
 
 # --- photos and request bodies -------------------------------------------------------------------
@@ -381,6 +384,53 @@ def ceilings(
     return out
 
 
+def service_scenarios(
+    service_env: dict[str, str],
+    names: list[str],
+    suffix: str,
+    distinct: Callable[[], bytes],
+    cached_body: Callable[[], bytes],
+    args: argparse.Namespace,
+    setup: dict,
+    results: dict[str, dict],
+    work: Path,
+) -> None:
+    """Start ``bentoml serve`` with ``service_env`` and run ``names`` (uncached, cached) against it."""
+    import httpx
+
+    port = free_port()
+    cmd = [
+        str(Path(sys.executable).with_name("bentoml")),
+        "serve",
+        "serving.service:FishService",
+        "--port",
+        str(port),
+    ]
+    server = start_server(cmd, service_env, port, "/readyz", work / f"service{suffix}.log")
+    try:
+        served = httpx.get(f"http://127.0.0.1:{port}/model", timeout=10).json()
+        setup["service_runtime"] = served.get("runtime")
+        print("service serves", {k: served.get(k) for k in ("version", "runtime")}, suffix, flush=True)
+        for name in names:
+            bodies = distinct if name == "uncached" else cached_body
+            # One client first (latency without queueing), then the fixed concurrency (throughput):
+            # BentoML's batching window learns from past waits, and after a saturated phase a lone
+            # request waits for that learned window for a while.
+            for key, clients, seconds in (
+                (f"{name}{suffix}_1", 1, args.latency_seconds),
+                (f"{name}{suffix}", args.concurrency, args.seconds),
+            ):
+                load = run_load(port, "/predict", bodies, clients, seconds, args.warmup)
+                results[key] = {
+                    **load.summary(),
+                    "concurrency": clients,
+                    "cached_sample": (load.sample or {}).get("cached"),
+                }
+                print(key, results[key], flush=True)
+    finally:
+        stop_server(server)
+
+
 def fmt(value: float) -> str:
     return f"{value:.1f}" if value == value else "n/a"
 
@@ -481,9 +531,16 @@ def main() -> None:
         finally:
             stop_server(server)
 
-    if {"uncached", "cached"} & set(scenarios):
+    if {"uncached", "cached", "uncached_nolog"} & set(scenarios):
         redis = None
-        service_env = {**env, "FISH_MODEL_POLL_SECONDS": "30", "FISH_RUNTIME": args.service_runtime}
+        service_env = {
+            **env,
+            "FISH_MODEL_POLL_SECONDS": "30",
+            "FISH_RUNTIME": args.service_runtime,
+            # The prediction log (on by default) goes to the temporary folder.
+            "FISH_DATA_URI": str(work / "data"),
+            "FISH_DATA_DIR": str(work / "data"),
+        }
         service_env.pop("REDIS_URL", None)
         if not args.no_redis and shutil.which("redis-server"):
             redis_port = free_port()
@@ -494,40 +551,16 @@ def main() -> None:
             )
             service_env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         setup["cache"] = "redis (loopback)" if redis else "in-process LRU"
-        port = free_port()
-        cmd = [
-            str(Path(sys.executable).with_name("bentoml")),
-            "serve",
-            "serving.service:FishService",
-            "--port",
-            str(port),
-        ]
-        server = start_server(cmd, service_env, port, "/readyz", work / "service.log")
-        import httpx
-
-        served = httpx.get(f"http://127.0.0.1:{port}/model", timeout=10).json()
-        setup["service_runtime"] = served.get("runtime")
-        print("service serves", {k: served.get(k) for k in ("version", "runtime")}, flush=True)
+        runs = [("", {}, [n for n in ("uncached", "cached") if n in scenarios])]
+        runs = [run for run in runs if run[2]]
+        if "uncached_nolog" in scenarios:  # the same service with the prediction log off
+            runs.append(("_nolog", {"FISH_PREDICTION_LOG": "off"}, ["uncached"]))
         try:
-            for name, bodies in (("uncached", distinct), ("cached", cached_body)):
-                if name not in scenarios:
-                    continue
-                # At the fixed concurrency (throughput), then one client alone (latency without queueing).
-                # One client first: BentoML's batching window learns from past waits, and after a
-                # saturated phase a lone request waits for that learned window for a while.
-                for key, clients, seconds in (
-                    (f"{name}_1", 1, args.latency_seconds),
-                    (name, args.concurrency, args.seconds),
-                ):
-                    load = run_load(port, "/predict", bodies, clients, seconds, args.warmup)
-                    results[key] = {
-                        **load.summary(),
-                        "concurrency": clients,
-                        "cached_sample": (load.sample or {}).get("cached"),
-                    }
-                    print(key, results[key], flush=True)
+            for suffix, extra, names in runs:
+                service_scenarios(
+                    {**service_env, **extra}, names, suffix, distinct, cached_body, args, setup, results, work
+                )
         finally:
-            stop_server(server)
             if redis is not None:
                 redis.terminate()
                 redis.wait()
@@ -566,6 +599,12 @@ def goals(results: dict[str, dict]) -> Iterator[str]:
             f"uncached vs the fastest in-process ceiling ({fastest}): {share:.0%} (goal >= 80%): "
             f"{'met' if share >= 0.8 else 'NOT met'}"
         )
+    if uncached and results.get("uncached_nolog", {}).get("req_per_s"):
+        share = uncached / results["uncached_nolog"]["req_per_s"]
+        yield (
+            f"uncached with the prediction log vs without: {share:.0%} (goal >= 95%): "
+            f"{'met' if share >= 0.95 else 'NOT met'}"
+        )
     if "cached_1" in results:
         p50 = results["cached_1"]["p50_ms"]
         yield f"cached p50, one client: {p50:.2f} ms (goal <= 2 ms): {'met' if p50 <= 2 else 'NOT met'}"
@@ -587,7 +626,16 @@ def report(setup: dict, results: dict[str, dict], args: argparse.Namespace, work
     print("| scenario | model | req/s (images/s) | p50 ms | p95 ms | p99 ms | errors |")
     print("|---|---|---:|---:|---:|---:|---:|")
     names = [k for k in results if k.startswith("ceiling_")]
-    names += ["naive", "uncached", "cached", "naive_1", "uncached_1", "cached_1"]
+    names += [
+        "naive",
+        "uncached",
+        "uncached_nolog",
+        "cached",
+        "naive_1",
+        "uncached_1",
+        "uncached_nolog_1",
+        "cached_1",
+    ]
     for name in names:
         if name not in results:
             continue

@@ -12,6 +12,8 @@ import numpy as np
 
 # The registry alias the service follows and promotion moves.
 PRODUCTION_ALIAS = "production"
+# The registry alias of the version shadowing the champion (set by hand or by a near-miss review).
+CHALLENGER_ALIAS = "challenger"
 # Species in every answer (the service's ``top3``, the evaluation's top-3 accuracy).
 TOP_K = 3
 # Decompression-bomb guard: images over this many pixels are refused before decoding.

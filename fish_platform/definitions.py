@@ -9,10 +9,19 @@ is scratch.
 
 import dagster as dg
 
+from fish_platform.assets.batch import BATCH_ASSETS, new_batches_sensor
+from fish_platform.assets.challenger import CHALLENGER_ASSETS
 from fish_platform.assets.data import DATA_ASSETS, DATA_CHECKS
 from fish_platform.assets.model import MODEL_ASSETS, MODEL_CHECKS
+from fish_platform.assets.monitoring import MONITORING_ASSETS, MONITORING_CHECKS, drift_retrain_sensor
 from fish_platform.assets.serving import SERVING_ASSETS
-from fish_platform.jobs import fish_pipeline, retrain_job, serving_status_job
+from fish_platform.jobs import (
+    batch_predictions_job,
+    fish_pipeline,
+    prediction_drift_job,
+    retrain_job,
+    serving_status_job,
+)
 from fish_platform.resources import build_resources
 from fish_platform.schedules import periodic_retrain_schedule, serving_status_schedule
 from fish_platform.sensors import new_raw_images_sensor
@@ -32,10 +41,21 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     automation = settings.automation
     run_config = automation.run_config()
     return dg.Definitions(
-        assets=[*DATA_ASSETS, *MODEL_ASSETS, *SERVING_ASSETS],
-        asset_checks=[*DATA_CHECKS, *MODEL_CHECKS],
-        jobs=[fish_pipeline, retrain_job, serving_status_job],
-        sensors=[new_raw_images_sensor(automation.sensor_interval_seconds, run_config)],
+        assets=[
+            *DATA_ASSETS,
+            *MODEL_ASSETS,
+            *SERVING_ASSETS,
+            *MONITORING_ASSETS,
+            *BATCH_ASSETS,
+            *CHALLENGER_ASSETS,
+        ],
+        asset_checks=[*DATA_CHECKS, *MODEL_CHECKS, *MONITORING_CHECKS],
+        jobs=[fish_pipeline, retrain_job, serving_status_job, prediction_drift_job, batch_predictions_job],
+        sensors=[
+            new_raw_images_sensor(automation.sensor_interval_seconds, run_config),
+            drift_retrain_sensor(automation.drift_retrain_days, automation.drift_retrain, run_config),
+            new_batches_sensor(automation.sensor_interval_seconds),
+        ],
         schedules=[
             periodic_retrain_schedule(automation.retrain_cron, run_config),
             serving_status_schedule(settings.pipeline.serving_url),

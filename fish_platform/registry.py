@@ -1,8 +1,9 @@
 """MLflow registry policy: champion and challenger, promotion and rollback.
 
 State lives in the registry itself, never in a file of ours: the alias ``production`` names the
-champion, and tags on each version record why it was or was not promoted and which version it
-replaced, so ``rollback`` can walk back without any other bookkeeping. Stages are deprecated in
+champion, the alias ``challenger`` (optional) the version shadowing it in serving, and tags on each
+version record why it was or was not promoted and which version it replaced, so ``rollback`` can
+walk back without any other bookkeeping. Stages are deprecated in
 MLflow 3 and not used. Nothing here imports Dagster.
 
 A challenger is compared with the champion on the *same* test split: the champion's macro-F1 is
@@ -22,14 +23,22 @@ from typing import Any
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from fish_platform.contract import PRODUCTION_ALIAS, mlflow_error_is, model_alias_uri, model_version_uri
+from fish_platform.contract import (
+    CHALLENGER_ALIAS,
+    PRODUCTION_ALIAS,
+    mlflow_error_is,
+    model_alias_uri,
+    model_version_uri,
+)
 from fish_platform.ml.config import PromotionConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MARGIN = PromotionConfig().margin
+DEFAULT_CHALLENGER_MARGIN = PromotionConfig().challenger_margin
 
-TAG_DECISION = "fish.promotion.decision"  # promoted | kept_champion | manual | rolled_back | restored
+# promoted | kept_champion | manual | challenger_report | rolled_back | restored
+TAG_DECISION = "fish.promotion.decision"
 TAG_REASON = "fish.promotion.reason"
 TAG_CHALLENGER_F1 = "fish.promotion.challenger_macro_f1"
 TAG_CHAMPION_F1 = "fish.promotion.champion_macro_f1"
@@ -40,6 +49,8 @@ TAG_ROLLED_BACK_AT = "fish.promotion.rolled_back_at"
 TAG_FINGERPRINT = "fish.eval.test_fingerprint"
 TAG_MACRO_F1 = "fish.eval.macro_f1"
 TAG_RUN_ID = "fish.mlflow_run_id"
+TAG_CHALLENGER_REASON = "fish.challenger.reason"  # why this version became the @challenger
+TAG_CHALLENGER_SET_AT = "fish.challenger.set_at"
 
 
 class RegistryError(RuntimeError):
@@ -72,6 +83,7 @@ class Review:
     version: str
     decision: Decision
     production_version: str | None
+    challenger_version: str | None = None  # where @challenger points afterwards
 
     @property
     def production_uri(self) -> str:
@@ -197,11 +209,13 @@ def review_challenger(
     fingerprint: str,
     evaluate_champion: Callable[[str], float],
     margin: float = DEFAULT_MARGIN,
+    challenger_margin: float = DEFAULT_CHALLENGER_MARGIN,
 ) -> Decision:
     """Compare a registered challenger with the champion, record the decision, promote if it wins.
 
-    The decision is always written to the challenger's tags (``fish.promotion.*``); the alias
-    moves only on promotion.
+    The decision is always written to the challenger's tags (``fish.promotion.*``); ``production``
+    moves only on promotion. A near miss (see :func:`near_miss`) becomes the ``@challenger``
+    instead, so live traffic can settle what the offline gate could not.
     """
     version = str(version)
     champion = get_champion(client, model_name)
@@ -229,6 +243,9 @@ def review_challenger(
         client.set_model_version_tag(model_name, version, key, value)
     if decision.promote:
         promote(client, model_name, version, decision.reason, decision="promoted")
+    elif near_miss(decision, challenger_margin):
+        reason = f"missed the promotion gate by at most {challenger_margin:.4f}: {decision.reason}"
+        set_challenger(client, model_name, version, reason)
     return decision
 
 
@@ -243,6 +260,7 @@ def register_and_review(
     fingerprint: str,
     evaluate_champion: Callable[[str], float],
     margin: float = DEFAULT_MARGIN,
+    challenger_margin: float = DEFAULT_CHALLENGER_MARGIN,
     tags: dict[str, str] | None = None,
 ) -> Review:
     """The promotion step: register the evaluated model, review it against the champion, report."""
@@ -253,10 +271,17 @@ def register_and_review(
     version = str(registered.version)
     decision = review_challenger(
         client, model_name, version, challenger_f1=macro_f1, fingerprint=fingerprint,
-        evaluate_champion=evaluate_champion, margin=margin,
+        evaluate_champion=evaluate_champion, margin=margin, challenger_margin=challenger_margin,
     )
     champion = get_champion(client, model_name)
-    return Review(model_name, version, decision, str(champion.version) if champion is not None else None)
+    shadow = get_champion(client, model_name, CHALLENGER_ALIAS)
+    return Review(
+        model_name,
+        version,
+        decision,
+        str(champion.version) if champion is not None else None,
+        str(shadow.version) if shadow is not None else None,
+    )
 
 
 def promote(
@@ -270,8 +295,10 @@ def promote(
 ) -> str | None:
     """Point ``alias`` at ``version`` and record which version it replaced; returns that version.
 
-    Used by the automatic review (``decision="promoted"``) and by ``fish-platform promote VERSION``
-    (``decision="manual"``). Promoting the current champion again changes nothing.
+    Used by the automatic review (``decision="promoted"``), by ``fish-platform promote VERSION``
+    (``decision="manual"``) and ``promote --from-report`` (``decision="challenger_report"``).
+    Promoting the current champion again changes nothing. A promoted ``@challenger`` stops being
+    one: a version never shadows itself.
     """
     version = str(version)
     client.get_model_version(model_name, version)  # raises if the version does not exist
@@ -287,8 +314,50 @@ def promote(
     }.items():
         client.set_model_version_tag(model_name, version, key, value)
     client.set_registered_model_alias(model_name, alias, version)
+    shadow = get_champion(client, model_name, CHALLENGER_ALIAS) if alias == PRODUCTION_ALIAS else None
+    if shadow is not None and str(shadow.version) == version:
+        client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
     log.info("%s@%s -> v%s (was v%s): %s", model_name, alias, version, previous, reason)
     return previous
+
+
+def near_miss(decision: Decision, challenger_margin: float) -> bool:
+    """Whether a kept-champion decision missed the gate by at most ``challenger_margin`` macro-F1.
+
+    The gate is ``gain >= margin``; a shortfall ``margin - gain`` in ``(0, challenger_margin]`` is
+    too close for the offline test split to call, so the version is worth shadowing. Needs a
+    scored champion (no score: nothing to compare), and ``challenger_margin > 0``.
+    """
+    if decision.promote or decision.champion_f1 is None or challenger_margin <= 0:
+        return False
+    shortfall = decision.margin - (decision.challenger_f1 - decision.champion_f1)
+    return shortfall <= challenger_margin + 1e-12
+
+
+def set_challenger(client: Any, model_name: str, version: str | int, reason: str) -> str | None:
+    """Point ``@challenger`` at ``version`` (never the champion); returns the version it replaced."""
+    version = str(version)
+    client.get_model_version(model_name, version)  # raises if the version does not exist
+    champion = get_champion(client, model_name)
+    if champion is not None and str(champion.version) == version:
+        raise RegistryError(
+            f"{model_name} v{version} is the @{PRODUCTION_ALIAS} version; it cannot shadow itself"
+        )
+    current = get_champion(client, model_name, CHALLENGER_ALIAS)
+    client.set_model_version_tag(model_name, version, TAG_CHALLENGER_REASON, reason[:4000])
+    client.set_model_version_tag(model_name, version, TAG_CHALLENGER_SET_AT, _now())
+    client.set_registered_model_alias(model_name, CHALLENGER_ALIAS, version)
+    log.info("%s@%s -> v%s: %s", model_name, CHALLENGER_ALIAS, version, reason)
+    return str(current.version) if current is not None else None
+
+
+def clear_challenger(client: Any, model_name: str) -> str:
+    """Remove ``@challenger`` (serving stops shadowing); returns the version it pointed at."""
+    current = get_champion(client, model_name, CHALLENGER_ALIAS)
+    if current is None:
+        raise RegistryError(f"{model_name} has no @{CHALLENGER_ALIAS} version to clear")
+    client.delete_registered_model_alias(model_name, CHALLENGER_ALIAS)
+    return str(current.version)
 
 
 def rollback(

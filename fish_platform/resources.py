@@ -25,6 +25,14 @@ class PlatformResource(dg.ConfigurableResource):
     profile: str = "demo"
     min_images_per_species: int | None = None  # None: the profile's default
     dataset_retention: int | None = None  # None: DatasetConfig's default
+    batch_uri: str | None = None  # FISH_BATCH_URI: batches to score; None: <data_uri>/batches
+
+    @property
+    def batches_uri(self) -> str:
+        """Where batch folders (or prefixes) arrive for ``batch_predictions``."""
+        from fish_platform.data.storage import join
+
+        return self.batch_uri or join(self.data_uri, "batches")
 
     @property
     def defaults(self) -> ProfileDefaults:
@@ -49,6 +57,15 @@ class MlflowResource(dg.ConfigurableResource):
     experiment_name: str = "fish-classifier"
     model_name: str = "fish-classifier"
     artifact_location: str | None = None
+    ui_url: str | None = None  # the MLflow UI runs are linked to (Settings.mlflow_ui_url)
+
+    def run_url(self, run_id: str, experiment_id: str | None = None) -> str | None:
+        """A clickable link to a run in the MLflow UI, or None without a UI."""
+        if not self.ui_url:
+            return None
+        if experiment_id is None:
+            experiment_id = self.client().get_run(run_id).info.experiment_id
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def setup(self) -> str:
         """Point the mlflow module at our stores and return the experiment id."""
@@ -100,6 +117,7 @@ def default_mlflow_resource(settings: Settings | None = None) -> MlflowResource:
         experiment_name=settings.mlflow_experiment,
         model_name=settings.model_name,
         artifact_location=artifact_location_for(settings),
+        ui_url=settings.mlflow_ui_url,
     )
 
 
@@ -155,6 +173,7 @@ def build_resources(settings: Settings | None = None) -> dict[str, dg.Configurab
             s3_endpoint_url=_setting(settings, "s3_endpoint_url", settings.s3_endpoint_url),
             profile=settings.profile,
             dataset_retention=settings.pipeline.dataset_retention,
+            batch_uri=_setting(settings, "batch_uri", settings.pipeline.batch_uri),
         ),
         "image_store": ImageStoreResource(
             raw_uri=_setting(settings, "raw_uri", settings.raw_uri),

@@ -49,15 +49,17 @@ ModelEvaluationConfig = overlay(EvaluationConfig, "ModelEvaluationConfig", "How 
 ProductionModelConfig = overlay(PromotionConfig, "ProductionModelConfig", "When a challenger is promoted.")
 
 
-def run_link(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """A browser link when the tracking server is HTTP; otherwise how to open the run locally."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+def run_link(tracking_uri: str, experiment_id: str, run_id: str, ui_url: str | None = None) -> str:
+    """A browser link into the MLflow UI (``ui_url``: FISH_MLFLOW_UI_URL, or ``make mlflow``'s address for
+    the embedded store) or the HTTP tracking server; otherwise how to open the run locally."""
+    base = ui_url or (tracking_uri if tracking_uri.startswith(("http://", "https://")) else None)
+    if base:
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
     return f"mlflow ui --backend-store-uri {tracking_uri}  ->  /#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _run_metadata(tracking_uri: str, run: TrainingRun) -> dict[str, Any]:
-    link = run_link(tracking_uri, run.experiment_id, run.run_id)
+def _run_metadata(mlflow: MlflowResource, run: TrainingRun) -> dict[str, Any]:
+    link = run_link(mlflow.tracking_uri, run.experiment_id, run.run_id, mlflow.ui_url)
     value = dg.MetadataValue.url(link) if link.startswith("http") else dg.MetadataValue.text(link)
     return {"mlflow_run_id": run.run_id, "mlflow_run": value}
 
@@ -107,7 +109,7 @@ def fish_classifier(
     return dg.Output(
         run,
         metadata={
-            **_run_metadata(mlflow.tracking_uri, run),
+            **_run_metadata(mlflow, run),
             "dataset_version": fish_dataset.version.version_id,
             "model_uri": run.model_uri,
             "variant": run.variant,
@@ -131,13 +133,16 @@ def model_evaluation(
     config: ModelEvaluationConfig,
     fish_classifier: TrainingRun,
     fish_dataset: FishDataset,
+    platform: PlatformResource,
     mlflow: MlflowResource,
 ) -> dg.Output[EvaluatedModel]:
     """The logged model scored on the test split: accuracy, macro-F1, top-3, per species, latency."""
     from fish_platform.ml.tracking import evaluate_and_log
 
     mlflow.setup()
-    evaluation_config = with_overrides(EvaluationConfig(), overrides(config))
+    # Whether behavioural checks block promotion is the profile's call unless the run says otherwise.
+    profile_default = EvaluationConfig(block_on_behaviour=platform.defaults.block_on_behaviour)
+    evaluation_config = with_overrides(profile_default, overrides(config))
     evaluation, confusion_png = evaluate_and_log(fish_classifier, fish_dataset.version, evaluation_config)
     context.log.info(
         f"{evaluation.split}: accuracy {evaluation.accuracy:.4f}, macro-F1 {evaluation.macro_f1:.4f}, "
@@ -146,7 +151,7 @@ def model_evaluation(
     return dg.Output(
         EvaluatedModel(fish_classifier, evaluation, evaluation_config),
         metadata={
-            **_run_metadata(mlflow.tracking_uri, fish_classifier),
+            **_run_metadata(mlflow, fish_classifier),
             "split": evaluation.split,
             "images": evaluation.n_images,
             "accuracy": _score(evaluation.accuracy),
@@ -306,6 +311,7 @@ def production_model(
 
     mlflow.setup()
     evaluation = model_evaluation.evaluation
+    promotion = with_overrides(PromotionConfig(), overrides(config))
     review = register_and_review(
         mlflow.client(),
         mlflow.model_name,
@@ -315,7 +321,8 @@ def production_model(
         macro_f1=evaluation.macro_f1,
         fingerprint=evaluation.fingerprint,
         evaluate_champion=champion_scorer(fish_dataset.version, evaluation.split),
-        margin=with_overrides(PromotionConfig(), overrides(config)).margin,
+        margin=promotion.margin,
+        challenger_margin=promotion.challenger_margin,
         tags={"dagster.run_id": context.run_id},
     )
     decision = review.decision
@@ -332,6 +339,7 @@ def production_model(
             "champion_macro_f1": "n/a" if decision.champion_f1 is None else round(decision.champion_f1, 4),
             "champion_score_source": decision.champion_f1_source,
             "production_version": review.production_version or "none",
+            "challenger_version": review.challenger_version or "none",
             "production_uri": review.production_uri,
         },
     )

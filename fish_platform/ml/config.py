@@ -98,7 +98,11 @@ class EvaluationConfig:
     not_a_fish_images: int = doc("generated colours, noise and patterns for the unknown check", 28)
     min_species_recall: float = doc("each species' test recall must reach this (minimum functionality)", 0.5)
     # Off by default: small models trained from scratch fail them (docs/training.md has the figures).
-    block_on_behaviour: bool = doc("a failing behavioural check blocks promotion (else it warns)", False)
+    block_on_behaviour: bool = doc(
+        "a failing behavioural check blocks promotion (else it warns); unset: the profile's "
+        "(production blocks, demo warns)",
+        False,
+    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,11 @@ class PromotionConfig:
     """When a challenger replaces the champion."""
 
     margin: float = doc("macro-F1 a challenger must gain over the champion to replace it", 0.01)
+    challenger_margin: float = doc(
+        "a version that misses the promotion gate by at most this much macro-F1 becomes the "
+        "@challenger (shadowed in serving, judged by the challenger report); 0: never",
+        0.02,
+    )
 
 
 def with_overrides(config: Any, overrides: dict[str, Any]) -> Any:

@@ -21,6 +21,7 @@ from fish_platform.ml.evaluate import Evaluation, evaluate_classifier
 from fish_platform.ml.input import DatasetLike, first_images
 from fish_platform.ml.packaging import load_classifier, log_classifier
 from fish_platform.ml.plots import confusion_matrix_png, training_curves_png
+from fish_platform.ml.reference import build_reference, log_reference
 from fish_platform.ml.train import EpochCallback, EpochRecord, TrainResult, train_classifier
 from fish_platform.ml.trust import CALIBRATION_ARTIFACT
 
@@ -141,7 +142,8 @@ def evaluate_and_log(
     """
     config = config or EvaluationConfig()
     split, run_id, model_id = config.split, run.run_id, run.model_id
-    evaluation = evaluate_classifier(load_classifier(run.model_uri), dataset, config)
+    model = load_classifier(run.model_uri)
+    evaluation = evaluate_classifier(model, dataset, config)
     confusion = confusion_matrix_png(evaluation.confusion, evaluation.labels)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(evaluation.metrics(f"{split}_"), model_id=model_id)
@@ -161,6 +163,9 @@ def evaluate_and_log(
         if evaluation.trust is not None:  # the service reads the record from here (serving/inference.py)
             mlflow.log_dict(evaluation.trust.calibration.as_dict(), CALIBRATION_ARTIFACT)
             _log_png(evaluation.trust.reliability_png, f"evaluation/{split}_reliability.png")
+        # What drift monitoring compares this version's traffic with (fish_platform/ml/reference.py).
+        calibration = evaluation.trust.calibration if evaluation.trust is not None else None
+        log_reference(build_reference(model, dataset, calibration, batch_size=config.batch_size))
     return evaluation, confusion
 
 

@@ -39,9 +39,11 @@ def _dataset_stub(version: DatasetVersion) -> dg.AssetsDefinition:
     return fish_dataset
 
 
-def _materialize(dataset_dir: DatasetVersion, store, tmp_path: Path, classifier_config: dict):
+def _materialize(
+    dataset_dir: DatasetVersion, store, tmp_path: Path, classifier_config: dict, profile: str = "demo"
+):
     resources = {
-        "platform": PlatformResource(data_uri=str(tmp_path / "fish-data"), profile="demo"),
+        "platform": PlatformResource(data_uri=str(tmp_path / "fish-data"), profile=profile),
         "mlflow": MlflowResource(
             tracking_uri=store.tracking_uri,
             experiment_name="fish-graph",
@@ -103,6 +105,20 @@ def test_image_size_must_match_the_dataset(tiny_dataset, mlflow_store, tmp_path)
     assert not result.success
     failure = result.failure_data_for_node("fish_classifier")
     assert "differs from the dataset's 32" in str(failure.error)
+
+
+@pytest.mark.timeout(240)
+def test_behavioural_checks_block_promotion_in_the_production_profile(tiny_dataset, mlflow_store, tmp_path):
+    """One epoch of a tiny model answers generated non-fish images as fish: under the production
+    profile that failing check is an error and nothing is registered or promoted."""
+    config = {"variant": "B0", "weights": "none", "epochs_head": 1, "epochs_finetune": 0, "batch_size": 16}
+    result = _materialize(tiny_dataset, mlflow_store, tmp_path, config, profile="production")
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    not_a_fish = checks["behaviour_not_a_fish"]
+    assert not not_a_fish.passed and not_a_fish.severity == dg.AssetCheckSeverity.ERROR
+    materialized = {event.asset_key.to_user_string() for event in result.get_asset_materialization_events()}
+    assert "model_evaluation" in materialized and "production_model" not in materialized
+    assert _client(mlflow_store).search_model_versions(f"name='{MODEL_NAME}'") == []
 
 
 @pytest.mark.e2e
