@@ -168,6 +168,38 @@ def prediction_row(
     }
 
 
+_FLOAT_LISTS = {f.name for f in PREDICTION_SCHEMA if f.type == pa.list_(pa.float32())}
+
+
+def _float_list_column(values: list[Any]) -> pa.Array:
+    """A list<float32> column from per-row float32 vectors (or None) without a Python loop per value.
+
+    ``pa.Table.from_pylist`` converts every float of every embedding one by one: 180 ms for 500 rows
+    of 1,280 values, holding the GIL in the API process; this builds the column from one concatenated
+    array in about 1 ms.
+    """
+    present = [v is not None for v in values]
+    vectors = [np.asarray(v, dtype=np.float32).ravel() for v in values if v is not None]
+    lengths = [len(v) for v in vectors]
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    offsets[1:][np.array(present, dtype=bool)] = lengths
+    offsets = np.cumsum(offsets, dtype=np.int32)
+    flat = np.concatenate(vectors) if vectors else np.zeros(0, dtype=np.float32)
+    mask = None if all(present) else pa.array([not p for p in present])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.float32()), mask=mask)
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Buffered rows as a table of :data:`PREDICTION_SCHEMA`, column by column."""
+    columns = {
+        field.name: _float_list_column([row.get(field.name) for row in rows])
+        if field.name in _FLOAT_LISTS
+        else pa.array([row.get(field.name) for row in rows], field.type)
+        for field in PREDICTION_SCHEMA
+    }
+    return pa.Table.from_pydict(columns, schema=PREDICTION_SCHEMA)
+
+
 def sha256_of_key(cache_key: str) -> str:
     """The image digest a prediction cache key ends with (``serving.cache.cache_key``)."""
     return cache_key.rsplit(":", 1)[-1]
@@ -315,9 +347,7 @@ class PredictionLog:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
         name = f"part-{stamp}-{self.writer_id}-{self._seq:06d}.parquet"
         uri = join(self.data_uri, PREDICTIONS_PREFIX, partition(day), name)
-        write_parquet(
-            self.storage, uri, pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA), row_group_size=10_000
-        )
+        write_parquet(self.storage, uri, rows_to_table(rows), row_group_size=10_000)
         self.files_written += 1
 
     def _requeue(self, rows: list[dict[str, Any]]) -> None:
