@@ -32,7 +32,7 @@ from PIL import Image
 from fish_platform.contract import PRODUCTION_ALIAS, mlflow_error_is, model_version_uri, top_k
 from fish_platform.imaging import resize_square
 from fish_platform.logs import log_event
-from fish_platform.ml.calibration import CalibrationRecord
+from fish_platform.ml.calibration import CalibrationRecord, featureless
 from fish_platform.ml.explain import class_activation_map
 from serving.predictor import ModelAnswer
 
@@ -113,8 +113,14 @@ class ServedModel:
     calibration: CalibrationRecord | None = None
     unknown_threshold: float | None = None  # FISH_UNKNOWN_THRESHOLD: overrides the record's threshold
 
-    def answer(self, probabilities: np.ndarray, embedding: np.ndarray | None = None) -> ModelAnswer:
-        """One image's probabilities -> the answer: calibrated top-3 and whether it is "unknown"."""
+    def answer(
+        self, probabilities: np.ndarray, embedding: np.ndarray | None = None, blank: bool = False
+    ) -> ModelAnswer:
+        """One image's probabilities -> the answer: calibrated top-3 and whether it is "unknown".
+
+        ``blank``: the picture is featureless (``fish_platform.ml.calibration.featureless``), which is
+        "unknown" whatever the score, when the version has a calibration record to answer "unknown" with.
+        """
         record = self.calibration
         calibrated = record.calibrate(probabilities[None])[0] if record else probabilities
         answer = ModelAnswer(
@@ -131,7 +137,7 @@ class ServedModel:
         if record is not None:
             score = float(record.scores(probabilities[None])[0])
             threshold = record.threshold if self.unknown_threshold is None else self.unknown_threshold
-            answer["unknown"], answer["unknown_score"] = bool(score < threshold), round(score, 6)
+            answer["unknown"], answer["unknown_score"] = bool(score < threshold or blank), round(score, 6)
         return answer
 
     def explain(self, image: np.ndarray, species: str | None = None) -> dict[str, Any]:
@@ -188,7 +194,11 @@ def classify_batch(served: ServedModel, images: Sequence[np.ndarray]) -> list[di
         raise RuntimeError(f"model returned shape {probs.shape} for {len(images)} images")
     # The pooled embedding: the mean of the feature map over space (what the dense head sees).
     embeddings = features.mean(axis=(1, 2), dtype=np.float32) if features is not None else [None] * len(probs)
-    return [served.answer(row, embedding) for row, embedding in zip(probs, embeddings, strict=True)]
+    blank = featureless(batch)
+    return [
+        served.answer(row, embedding, bool(flat))
+        for row, embedding, flat in zip(probs, embeddings, blank, strict=True)
+    ]
 
 
 def configure_tf_threads(intra_op: int) -> None:

@@ -111,14 +111,15 @@ class Scorer:
         for start in range(0, len(ready), SCORE_BATCH):
             chunk = ready[start : start + SCORE_BATCH]
             try:
-                probabilities = np.asarray(self.model.predict_arrays(np.stack([a for _, a in chunk])))
+                pixels = np.stack([a for _, a in chunk])
+                probabilities = np.asarray(self.model.predict_arrays(pixels))
             except Exception as exc:  # a runtime failure marks these rows, the run goes on
                 for row, _ in chunk:
                     row.update(
                         status="error", reason="model_error", detail=f"{type(exc).__name__}: {exc}"[:500]
                     )
                 continue
-            self._answer([row for row, _ in chunk], probabilities)
+            self._answer([row for row, _ in chunk], probabilities, pixels)
         return rows
 
     def _row(self, uri: str) -> dict[str, Any]:
@@ -132,9 +133,9 @@ class Scorer:
         )
         return row
 
-    def _answer(self, rows: list[dict[str, Any]], raw: np.ndarray) -> None:
+    def _answer(self, rows: list[dict[str, Any]], raw: np.ndarray, pixels: np.ndarray) -> None:
         calibrated = self.calibration.calibrate(raw) if self.calibration is not None else raw
-        unknown = self.calibration.is_unknown(raw) if self.calibration is not None else None
+        unknown = self.calibration.is_unknown(raw, pixels) if self.calibration is not None else None
         scores = self.calibration.scores(raw) if self.calibration is not None else None
         order = np.argsort(-calibrated, axis=1, kind="stable")[:, :TOP_K]
         for i, row in enumerate(rows):

@@ -89,7 +89,7 @@ def assess_trust(
         "minimum_functionality": behaviour.minimum_functionality(
             test.true_species, predicted, labels, config.min_species_recall
         ),
-        "not_a_fish": behaviour.not_a_fish_check(lambda x: record.is_unknown(predict(x)), strangers),
+        "not_a_fish": behaviour.not_a_fish_check(lambda x: record.is_unknown(predict(x), x), strangers),
     }
     return TrustReport(
         calibration=record,

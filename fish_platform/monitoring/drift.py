@@ -123,8 +123,24 @@ def traffic_profile(
     rows = rows.reset_index(drop=True)
     index = {name: i for i, name in enumerate(labels)}
     probabilities = np.zeros((len(rows), len(labels)), np.float32)
-    for i, (row_labels, probs) in enumerate(zip(rows["labels"], rows["probabilities"], strict=True)):
-        for name, p in zip(row_labels, probs, strict=True):
+    tops = zip(
+        rows.get("top_species", [None] * len(rows)), rows.get("top_scores", [None] * len(rows)), strict=True
+    )
+    for i, (row_labels, probs, (top_species, top_scores)) in enumerate(
+        zip(rows["labels"], rows["probabilities"], tops, strict=True)
+    ):
+        # A cached answer carries no full vector (it is never cached): its top-3 stands in for it,
+        # which keeps its species and confidence; the rest of its probability mass is left at 0.
+        pairs = (
+            zip(row_labels, probs, strict=True)
+            if probs is not None and row_labels is not None
+            else zip(
+                top_species if top_species is not None else [],
+                top_scores if top_scores is not None else [],
+                strict=True,
+            )
+        )
+        for name, p in pairs:
             if name in index:
                 probabilities[i, index[name]] = p
     embeddings = [e for e in rows["embedding"] if e is not None and len(e)] if "embedding" in rows else []

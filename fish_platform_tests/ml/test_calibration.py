@@ -197,3 +197,26 @@ def test_calibration_record_round_trips_and_rejects_unknowns():
         CalibrationRecord.from_dict({**stored, "format_version": 99})
     with pytest.raises(ValueError, match="probability score"):
         CalibrationRecord(1.0, 0.5, "energy", 0.1, 0.05)
+
+
+def test_featureless_pictures_are_unknown_whatever_the_score():
+    """A plain colour holds no fish: unknown even when the model is sure (a grey wall as 0.99 Sea Bass)."""
+    from fish_platform.ml.behaviour import not_a_fish_images, not_a_fish_kinds
+    from fish_platform.ml.calibration import CalibrationRecord, featureless
+
+    rng = np.random.default_rng(0)
+    plain = np.stack([np.full((16, 16, 3), value, np.uint8) for value in ((128, 128, 128), (200, 30, 90))])
+    jpeg_like = np.clip(plain[:1] + rng.normal(0, 1.0, plain[:1].shape), 0, 255)  # compression speckle
+    textured = rng.integers(0, 256, (2, 16, 16, 3)).astype(np.uint8)
+    assert featureless(plain).tolist() == [True, True] and featureless(jpeg_like).tolist() == [True]
+    assert featureless(textured).tolist() == [False, False]
+    strangers = not_a_fish_images(16, 14)
+    assert featureless(strangers).tolist() == [kind == "plain" for kind in not_a_fish_kinds(14)]
+
+    record = CalibrationRecord(
+        temperature=1.0, threshold=0.6, score_method="max_probability", ece_before=0.1, ece_after=0.05
+    )
+    sure = np.array([[0.99, 0.01], [0.99, 0.01]])
+    assert record.is_unknown(sure).tolist() == [False, False]  # the score alone accepts both
+    both = np.concatenate([plain[:1], textured[:1]])
+    assert record.is_unknown(sure, both).tolist() == [True, False]

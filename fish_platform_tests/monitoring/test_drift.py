@@ -143,3 +143,28 @@ def test_a_day_without_traffic_reports_no_verdict(tmp_path: Path) -> None:
     assert (day.report.n_traffic, day.report.drifted) == (0, False)
     assert "embedding" not in day.report.tests and "fewer than" in day.report.reason
     assert day.plot_png.startswith(b"\x89PNG") and day.as_dict()["date"] == DAY
+
+
+def test_cached_answers_without_a_probability_vector_count_by_their_top3() -> None:
+    """Cached answers are logged without the full vector: their top-3 stands in for it."""
+    import pandas as pd
+
+    labels = ["Bass", "Trout", "Carp"]
+    frame = pd.DataFrame(
+        {
+            "role": ["champion", "champion"],
+            "model_version": ["1", "1"],
+            "labels": [labels, None],
+            "probabilities": [np.array([0.1, 0.7, 0.2], np.float32), None],
+            "top_species": [["Trout", "Carp", "Bass"], ["Carp", "Bass", "Trout"]],
+            "top_scores": [[0.7, 0.2, 0.1], [0.8, 0.15, 0.05]],
+            "unknown": [False, True],
+            "embedding": [np.ones(4, np.float32), None],
+            "brightness": [100.0, None],
+            "width": [10, 12],
+            "height": [10, 12],
+        }
+    )
+    profile = traffic_profile(frame, labels, model_version="1")
+    np.testing.assert_allclose(profile.probabilities, [[0.1, 0.7, 0.2], [0.15, 0.05, 0.8]], rtol=1e-6)
+    assert profile.embeddings.shape == (1, 4)

@@ -238,3 +238,5 @@ def test_a_calibrated_version_answers_calibrated_top3_and_flags_unknown_images()
     assert not relaxed.answer(unsure)["unknown"]  # FISH_UNKNOWN_THRESHOLD overrides the fitted one
     raw = ServedModel(info, model=None).answer(sure)
     assert raw["unknown"] is False and raw["unknown_score"] is None and raw["top3"][0]["confidence"] == 0.96
+    blank = served.answer(sure, blank=True)  # a featureless picture: unknown however sure the model is
+    assert blank["unknown"] and blank["unknown_score"] > 0.6 and blank["top3"] == confident["top3"]
