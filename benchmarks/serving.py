@@ -325,21 +325,21 @@ def runtime_model(tracking_uri: str, model_uri: str, runtime: str):
     """The registered version on ``runtime``: TensorFlow through the Keras model's compiled function,
     or the version's logged bundle (``serving/<runtime>/`` in its run) opened as the service opens
     it (``fish_platform.ml.export.load_exported``, threads from the CPU limit)."""
-    import mlflow
     from mlflow import MlflowClient
 
     from fish_platform.ml.export import load_exported, read_export
     from fish_platform.ml.packaging import load_classifier
-    from fish_platform.ml.serving_bundles import SERVING_ARTIFACTS
+    from fish_platform.ml.serving_bundles import download_bundle
 
     if runtime == "tensorflow":
         return load_classifier(model_uri)
     version_uri = model_uri_to_version(tracking_uri, model_uri)
     name, version = version_uri.removeprefix("models:/").rsplit("/", 1)
-    run_id = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version(name, version).run_id
-    folder = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=f"{SERVING_ARTIFACTS}/{runtime}", tracking_uri=tracking_uri
-    )
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    found = download_bundle(client, client.get_model_version(name, version).run_id, runtime, tracking_uri)
+    if found is None:
+        raise SystemExit(f"{version_uri} has no {runtime} bundle")
+    folder = found[0]
     model = load_exported(folder)
     model.image_size = read_export(folder).image_size
     return model

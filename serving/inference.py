@@ -289,25 +289,12 @@ class BundleClassifier:
 
 def _bundle_for(client: Any, uri: str, runtime: str, threads: int | None) -> BundleClassifier | None:
     """Download the version's bundle for ``runtime`` (``auto``: the first of RUNTIME_PREFERENCE)."""
-    import tempfile
-
-    import mlflow
-
-    from fish_platform.ml.serving_bundles import RUNTIME_PREFERENCE, SERVING_ARTIFACTS
+    from fish_platform.ml.serving_bundles import download_bundle
 
     name, version = uri.removeprefix("models:/").rsplit("/", 1)
     run_id = client.get_model_version(name, version).run_id
-    present = {item.path.rsplit("/", 1)[-1] for item in client.list_artifacts(run_id, SERVING_ARTIFACTS)}
-    for candidate in RUNTIME_PREFERENCE if runtime == "auto" else (runtime,):
-        if candidate in present:
-            folder = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=f"{SERVING_ARTIFACTS}/{candidate}",
-                dst_path=tempfile.mkdtemp(prefix=f"fish-{candidate}-"),
-                tracking_uri=client.tracking_uri,
-            )
-            return BundleClassifier(folder, candidate, threads)
-    return None
+    found = download_bundle(client, run_id, runtime, client.tracking_uri)
+    return BundleClassifier(found[0], found[1], threads) if found else None
 
 
 def registry_loader(

@@ -12,7 +12,6 @@ cannot be read or decoded gets a row with ``status="error"`` and a reason, never
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -147,23 +146,15 @@ class Scorer:
 
 def _bundle(client: Any, spec: ModelSpec) -> tuple[Any, list[str], int, str] | None:
     """The version's optimized bundle for ``spec.runtime`` (``auto``: OpenVINO, then ONNX), if logged."""
-    import mlflow
-
     from fish_platform.ml.export import load_exported, read_export
-    from fish_platform.ml.serving_bundles import RUNTIME_PREFERENCE, SERVING_ARTIFACTS
+    from fish_platform.ml.serving_bundles import download_bundle
 
-    present = {item.path.rsplit("/", 1)[-1] for item in client.list_artifacts(spec.run_id, SERVING_ARTIFACTS)}
-    for candidate in RUNTIME_PREFERENCE if spec.runtime == "auto" else (spec.runtime,):
-        if candidate in present:
-            folder = mlflow.artifacts.download_artifacts(
-                run_id=spec.run_id,
-                artifact_path=f"{SERVING_ARTIFACTS}/{candidate}",
-                dst_path=tempfile.mkdtemp(prefix=f"fish-batch-{candidate}-"),
-                tracking_uri=spec.tracking_uri,
-            )
-            exported = read_export(folder)
-            return load_exported(folder), list(exported.labels), int(exported.image_size), candidate
-    return None
+    found = download_bundle(client, spec.run_id, spec.runtime, spec.tracking_uri)
+    if found is None:
+        return None
+    folder, runtime = found
+    exported = read_export(folder)
+    return load_exported(folder), list(exported.labels), int(exported.image_size), runtime
 
 
 def load_scorer(spec: ModelSpec) -> Scorer:

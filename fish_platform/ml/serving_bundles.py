@@ -32,6 +32,24 @@ RUNTIME_PREFERENCE = ("openvino", "onnx")  # what FISH_RUNTIME=auto serves, firs
 INT8_CALIBRATION_IMAGES = 300
 
 
+def download_bundle(client: Any, run_id: str, runtime: str, tracking_uri: str) -> tuple[str, str] | None:
+    """``(local folder, format)`` of the run's logged bundle for ``runtime`` (``auto``: the first of
+    :data:`RUNTIME_PREFERENCE` present), downloaded to a new temporary folder; None if it has none."""
+    import mlflow
+
+    present = {item.path.rsplit("/", 1)[-1] for item in client.list_artifacts(run_id, SERVING_ARTIFACTS)}
+    for candidate in RUNTIME_PREFERENCE if runtime == "auto" else (runtime,):
+        if candidate in present:
+            folder = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=f"{SERVING_ARTIFACTS}/{candidate}",
+                dst_path=tempfile.mkdtemp(prefix=f"fish-{candidate}-"),
+                tracking_uri=tracking_uri,
+            )
+            return folder, candidate
+    return None
+
+
 @dataclass
 class BundleReport:
     format: str
