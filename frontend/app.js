@@ -21,7 +21,31 @@
     unknown_species: "The model does not know that species.",
     unsupported_media_type: "The upload was not sent as a file.",
     network: "Could not reach the service. Check the connection and try again.",
+    unknown_request: "The service no longer has this answer on record; classify the photo again.",
+    feedback_unavailable: "This service does not keep corrections.",
+    storage_unavailable: "The correction could not be stored right now. Try again in a moment.",
   };
+  const OTHER_ANSWERS = [
+    ["unknown", "a species the model does not know"],
+    ["not_a_fish", "not a fish"],
+  ];
+  let modelLabels = [];
+
+  // A random id this browser keeps: the service answers one client from one model version when a
+  // challenger takes a share of the traffic (the split is sticky per X-Client-ID).
+  const CLIENT_ID = (() => {
+    try {
+      let id = localStorage.getItem("fish-client-id");
+      if (!id) {
+        id = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(16).slice(2)}`;
+        localStorage.setItem("fish-client-id", id);
+      }
+      return id;
+    } catch {
+      return null; // storage disabled: the service falls back to the address
+    }
+  })();
+  const CLIENT_HEADERS = CLIENT_ID ? { "X-Client-ID": CLIENT_ID } : {};
 
   const $ = (id) => document.getElementById(id);
   const form = $("upload-form");
@@ -115,6 +139,61 @@
     card.querySelector(".photo-card").classList.toggle("border-warning", Boolean(item.unknown));
     card.dataset.unknown = item.unknown ? "true" : "false";
     if (file.type.startsWith("image/")) wireHeatMap(card, file, item.top3[0].species);
+    if (item.request_id) wireFeedback(card, item);
+  }
+
+  // "Is this right?": yes confirms the top-1 species, no asks for the right one; POST /feedback.
+  function wireFeedback(card, item) {
+    const form = card.querySelector(".feedback");
+    const select = form.querySelector(".feedback-species");
+    const status = form.querySelector(".feedback-status");
+    const buttons = form.querySelectorAll("button");
+    const top = item.top3[0].species;
+    const species = modelLabels.length ? modelLabels : item.top3.map((p) => p.species);
+    select.replaceChildren();
+    for (const [value, text] of [...species.map((s) => [s, s.replaceAll("_", " ")]), ...OTHER_ANSWERS]) {
+      const option = document.createElement("option");
+      option.value = value;
+      option.textContent = text;
+      select.append(option);
+    }
+    const second = item.top3[1] && item.top3[1].species;
+    select.value = item.unknown ? "unknown" : second || species[0];
+
+    async function send(label) {
+      for (const button of buttons) button.disabled = true;
+      try {
+        const response = await fetch("feedback", {
+          method: "POST",
+          headers: { "Content-Type": "application/json", ...CLIENT_HEADERS },
+          body: JSON.stringify({ request_id: item.request_id, species: label }),
+        });
+        const data = await readJson(response);
+        if (!response.ok) {
+          throw Object.assign(new Error((data && data.error) || `HTTP ${response.status}`), {
+            reason: data && data.reason,
+          });
+        }
+        status.textContent = "Thanks, recorded.";
+        status.className = "feedback-status small mb-0 mt-1 text-success";
+        show(form.querySelector(".feedback-correct"), false);
+      } catch (err) {
+        status.textContent = `${friendly(err.reason || "network")} ${err.message || ""}`.trim();
+        status.className = "feedback-status small mb-0 mt-1 text-danger";
+        for (const button of buttons) button.disabled = false;
+      }
+    }
+
+    form.querySelector(".feedback-yes").addEventListener("click", () => send(top));
+    form.querySelector(".feedback-no").addEventListener("click", () => {
+      show(form.querySelector(".feedback-correct"), true);
+      select.focus();
+    });
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      send(select.value);
+    });
+    show(form, true);
   }
 
   function wireHeatMap(card, file, species) {
@@ -221,7 +300,11 @@
     submit.disabled = true;
     show(spinner, true);
     try {
-      const response = await fetch(single ? "predict" : "predict_batch", { method: "POST", body });
+      const response = await fetch(single ? "predict" : "predict_batch", {
+        method: "POST",
+        body,
+        headers: CLIENT_HEADERS,
+      });
       const data = await readJson(response);
       if (response.ok && data && single && Array.isArray(data.top3)) {
         cardAnswer(cardsFor[0], files[0], data);
@@ -257,6 +340,7 @@
       const response = await fetch("model");
       const info = await response.json();
       setModelBadge(info.model_name, info.loaded ? info.model_version : null);
+      if (Array.isArray(info.labels)) modelLabels = info.labels.map(String);
     } catch {
       setModelBadge(null, null);
     }

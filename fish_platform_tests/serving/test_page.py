@@ -169,3 +169,32 @@ def test_not_sure_shows_the_best_guesses(service, calibrated, browser, fish_phot
         view.shot(f"{device}-not-sure")
     finally:
         view.close()
+
+
+@pytest.mark.parametrize(("device", "viewport"), DEVICES)
+def test_is_this_right_sends_a_correction(service, browser, fish_photo, device, viewport):
+    view = Page(browser, service.url, viewport)
+    page = view.page
+    try:
+        with page.expect_response(lambda r: r.url.endswith("/predict")) as predicted:
+            page.set_input_files("#file-input", str(fish_photo))
+        assert predicted.value.request.headers.get("x-client-id")  # the sticky challenger split's key
+        answer = predicted.value.json()
+        page.wait_for_selector("#cards .feedback:not(.d-none)", timeout=60_000)
+        page.click("#cards .feedback-no")
+        options = page.locator("#cards .feedback-species option").evaluate_all("os => os.map(o => o.value)")
+        labels = list(service.versions[answer["model_version"]])
+        assert options == [*labels, "unknown", "not_a_fish"]  # every species of the served version
+        wrong = next(label for label in labels if label != answer["top3"][0]["species"])
+        page.select_option("#cards .feedback-species", wrong)
+        with page.expect_response(lambda r: r.url.endswith("/feedback")) as sent:
+            page.click("#cards .feedback-send")
+        assert sent.value.status == 200
+        stored = sent.value.json()
+        assert (stored["request_id"], stored["correct_label"]) == (answer["request_id"], wrong)
+        page.wait_for_selector("#cards .feedback-status.text-success")
+        assert "Thanks" in page.inner_text("#cards .feedback-status")
+        assert page.is_disabled("#cards .feedback-yes")
+        view.shot(f"{device}-feedback")
+    finally:
+        view.close()
