@@ -23,7 +23,11 @@ from fish_platform.jobs import (
     serving_status_job,
 )
 from fish_platform.resources import build_resources
-from fish_platform.schedules import periodic_retrain_schedule, serving_status_schedule
+from fish_platform.schedules import (
+    periodic_retrain_schedule,
+    prediction_drift_schedule,
+    serving_status_schedule,
+)
 from fish_platform.sensors import new_raw_images_sensor
 from fish_platform.settings import Settings, load_settings
 
@@ -59,6 +63,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[
             periodic_retrain_schedule(automation.retrain_cron, run_config),
             serving_status_schedule(settings.pipeline.serving_url),
+            prediction_drift_schedule(settings.pipeline.serving_url),
         ],
         resources=build_resources(settings),
         executor=_executor(settings),

@@ -1,8 +1,11 @@
-"""Periodic retraining (off by default: turn it on in the UI or with ``dagster schedule start``)."""
+"""Schedules: periodic retraining (off by default: turn it on in the UI or with ``dagster schedule
+start``), the serving status every 5 minutes, and the day's drift report after midnight UTC."""
+
+from datetime import timedelta
 
 import dagster as dg
 
-from fish_platform.jobs import RETRAIN_ASSETS, retrain_job, serving_status_job
+from fish_platform.jobs import RETRAIN_ASSETS, prediction_drift_job, retrain_job, serving_status_job
 
 
 def _only_ops(run_config: dict, names: tuple[str, ...]) -> dict:
@@ -32,3 +35,25 @@ def serving_status_schedule(serving_url: str | None) -> dg.ScheduleDefinition:
         cron_schedule="*/5 * * * *",
         default_status=dg.DefaultScheduleStatus.RUNNING if serving_url else dg.DefaultScheduleStatus.STOPPED,
     )
+
+
+def prediction_drift_schedule(serving_url: str | None) -> dg.ScheduleDefinition:
+    """At 00:30 UTC, yesterday's ``prediction_drift`` partition over the whole day's prediction log.
+
+    Running by default where a service is deployed (``FISH_SERVING_URL``), like the status schedule;
+    the drift-retrain sensor reads the verdicts these runs leave. Today's partition can still be
+    materialized by hand during the day.
+    """
+
+    @dg.schedule(
+        name="prediction_drift_daily",
+        cron_schedule="30 0 * * *",
+        execution_timezone="UTC",
+        job=prediction_drift_job,
+        default_status=dg.DefaultScheduleStatus.RUNNING if serving_url else dg.DefaultScheduleStatus.STOPPED,
+    )
+    def prediction_drift_daily(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = (context.scheduled_execution_time - timedelta(days=1)).strftime("%Y-%m-%d")
+        return dg.RunRequest(run_key=f"prediction_drift-{day}", partition_key=day)
+
+    return prediction_drift_daily

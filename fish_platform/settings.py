@@ -214,6 +214,15 @@ class ServingSettings:
     prediction_log_flush_seconds: float = 10.0
     keep_images: bool = False
     feedback_audit_share: float = 0.1
+    # The challenger in shadow (docs/monitoring.md): FISH_SHADOW on|off loads the version under the
+    # challenger alias beside the champion and logs its answer to every uncached request; a share of
+    # clients (FISH_CHALLENGER_TRAFFIC_PERCENT, sticky per X-Client-ID or address) is answered by the
+    # challenger instead; shadow work waiting beyond FISH_SHADOW_MAX_PENDING images is dropped.
+    shadow: bool = True
+    challenger_traffic_percent: float = 0.0
+    shadow_max_pending: int = 64
+    # FISH_DRIFT_EXPORT_SECONDS: how often the API process reads the newest drift report for /metrics.
+    drift_export_seconds: float = 60.0
 
     @property
     def alias(self) -> str:
@@ -386,7 +395,20 @@ def _serving_settings(env: _Environment, platform: dict[str, Any]) -> ServingSet
         ),
         keep_images=env.choice("FISH_KEEP_IMAGES", "off", ("on", "off")) == "on",
         feedback_audit_share=env.number("FISH_FEEDBACK_AUDIT_SHARE", defaults.feedback_audit_share, float),
+        shadow=env.choice("FISH_SHADOW", "on", ("on", "off")) == "on",
+        challenger_traffic_percent=_percent(
+            env.number("FISH_CHALLENGER_TRAFFIC_PERCENT", defaults.challenger_traffic_percent, float),
+            "FISH_CHALLENGER_TRAFFIC_PERCENT",
+        ),
+        shadow_max_pending=env.number("FISH_SHADOW_MAX_PENDING", defaults.shadow_max_pending),
+        drift_export_seconds=env.number("FISH_DRIFT_EXPORT_SECONDS", defaults.drift_export_seconds, float),
     )
+
+
+def _percent(value: float, name: str) -> float:
+    if not 0.0 <= value <= 100.0:
+        raise ValueError(f"{name} must be between 0 and 100, got {value}")
+    return value
 
 
 def _pipeline_settings(env: _Environment) -> PipelineSettings:

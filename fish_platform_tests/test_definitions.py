@@ -46,3 +46,20 @@ def test_dagster_cli_validates_the_module(tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_daily_drift_schedule_asks_for_yesterdays_partition(tmp_path):
+    from datetime import UTC, datetime
+
+    from fish_platform.schedules import prediction_drift_schedule
+
+    schedule = prediction_drift_schedule("http://fish-serving:3000")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING  # a deployment watches itself
+    assert prediction_drift_schedule(None).default_status == dg.DefaultScheduleStatus.STOPPED
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=datetime(2026, 3, 1, 0, 30, tzinfo=UTC)
+        )
+        request = schedule(context)  # the schedule's function (a tick also needs the repository)
+    assert request.partition_key == "2026-02-28"  # the whole of the day before, not the one just begun
+    assert request.run_key == "prediction_drift-2026-02-28"

@@ -409,8 +409,15 @@ class ModelHolder:
         wait: Callable[[float], bool] | None = None,
         load_calibration: Callable[[AliasTarget], CalibrationRecord | None] = lambda target: None,
         unknown_threshold: float | None = None,
+        alias: str = PRODUCTION_ALIAS,
+        unload_when_unset: bool = False,
+        on_unload: Callable[[ModelInfo], None] | None = None,
     ) -> None:
         self.model_name = model_name
+        self.alias = alias  # for messages; ``resolve`` is what reads the registry
+        # The challenger follows its alias away too: cleared -> unloaded. The champion keeps serving.
+        self._unload_when_unset = unload_when_unset
+        self._on_unload = on_unload
         self._load_calibration = load_calibration
         self._unknown_threshold = unknown_threshold
         # Spread the pods' downloads after a promotion over [0, jitter] s, so that N pods do not pull
@@ -440,13 +447,13 @@ class ModelHolder:
     def classify(self, images: Sequence[np.ndarray]) -> list[dict[str, Any]]:
         served = self._current  # one snapshot per batch: a concurrent swap cannot mix two models
         if served is None:
-            raise ModelNotLoaded(self.last_error or "no production model loaded yet")
+            raise ModelNotLoaded(self.last_error or f"no @{self.alias} model loaded yet")
         return classify_batch(served, images)
 
     def explain(self, image: np.ndarray, species: str | None = None) -> dict[str, Any]:
         served = self._current  # one snapshot, as for a batch
         if served is None:
-            raise ModelNotLoaded(self.last_error or "no production model loaded yet")
+            raise ModelNotLoaded(self.last_error or f"no @{self.alias} model loaded yet")
         return served.explain(image, species)
 
     def refresh(self) -> bool:
@@ -460,8 +467,15 @@ class ModelHolder:
                 return False
             current = self._current
             if target is None:
+                unset = f"no version of {self.model_name!r} has the {self.alias} alias"
+                if current is not None and self._unload_when_unset:
+                    self._current, self.last_error = None, unset
+                    log_event(log, "model unloaded", alias=self.alias, version=current.info.version)
+                    if self._on_unload is not None:
+                        self._on_unload(current.info)
+                    return True
                 if current is None:
-                    self.last_error = f"no version of {self.model_name!r} has the production alias"
+                    self.last_error = unset
                 return False
             if current is not None and current.info.version == target.version:
                 return False

@@ -53,7 +53,9 @@ RECENT_REQUESTS = 20_000  # ids /feedback finds in memory (~400 bytes each); old
 MAX_BUFFER_FACTOR = 20  # rows held while storage fails: flush_rows x this, then the oldest go
 _IMAGE_EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "GIF": "gif", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif"}
 
+CLIENT_ID_HEADER = b"x-client-id"  # names a client for the sticky challenger split (serving.shadow)
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("fish_request_id", default=None)
+_client_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("fish_client_key", default=None)
 
 
 def new_request_id() -> str:
@@ -63,6 +65,19 @@ def new_request_id() -> str:
 def current_request_id() -> str:
     """The id :class:`RequestIdMiddleware` gave this request (a fresh one outside it)."""
     return _request_id.get() or new_request_id()
+
+
+def current_client_key() -> str | None:
+    """Who sent this request: its ``X-Client-ID`` header, else its address (None outside a request)."""
+    return _client_key.get()
+
+
+def _client_of(scope: dict) -> str | None:
+    for name, value in scope.get("headers") or []:
+        if name.lower() == CLIENT_ID_HEADER and value:
+            return "id:" + value[:128].decode("latin-1")
+    client = scope.get("client")
+    return f"addr:{client[0]}" if client else None
 
 
 def item_request_id(batch_id: str, index: int) -> str:
@@ -86,6 +101,7 @@ class RequestIdMiddleware:
             return
         request_id = new_request_id()
         token = _request_id.set(request_id)
+        client_token = _client_key.set(_client_of(scope))
 
         async def send_with_id(message: dict) -> None:
             if message.get("type") == "http.response.start":
@@ -97,6 +113,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             _request_id.reset(token)
+            _client_key.reset(client_token)
 
 
 def _field(answer: Any, name: str) -> Any:
@@ -135,8 +152,11 @@ def prediction_row(
     width: int | None = None,
     height: int | None = None,
     model_input: np.ndarray | None = None,
+    role: str = ROLE_CHAMPION,
+    served_to_client: bool = True,
 ) -> dict[str, Any]:
-    """One row of PREDICTION_SCHEMA for one answered image (the champion's, the one served)."""
+    """One row of PREDICTION_SCHEMA for one model's answer to one image (by default the champion's,
+    the one the client got; a shadow answer has its ``role`` and ``served_to_client=False``)."""
     top3 = list(_field(answer, "top3") or [])
     unknown_score = _field(answer, "unknown_score")
     brightness = _field(answer, "brightness")
@@ -151,8 +171,8 @@ def prediction_row(
         "model_name": _field(answer, "model_name") or served.get("model_name"),
         "model_version": str(_field(answer, "model_version") or served.get("model_version")),
         "runtime": served.get("runtime"),
-        "role": ROLE_CHAMPION,
-        "served": True,
+        "role": role,
+        "served": bool(served_to_client),
         "labels": list(_field(answer, "labels") or served.get("labels") or []) or None,
         "probabilities": _floats(_field(answer, "probabilities")),
         "top_species": [str(p["species"]) for p in top3],

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,10 @@ class Predictor:
             else:  # a swap mid-request: the key names the old version, so don't cache
                 self.on_stale_version()
 
+    async def run(self, arrays: list[np.ndarray]) -> list[ModelAnswer]:
+        """The model's fresh answers to prepared arrays, uncached (the shadow's path)."""
+        return [ModelAnswer.from_wire(raw) for raw in await self._calls.submit(arrays)]
+
     async def explain(
         self, path: Path, model: dict[str, Any], species: str | None
     ) -> tuple[bytes, dict[str, Any]]:
@@ -222,6 +227,40 @@ class Predictor:
         else:
             self.on_stale_version()
         return png, {**meta, "cached": False}
+
+
+class ServedView:
+    """What one model process serves (``{"loaded": ..., model_name, model_version, ...}``), asked at
+    most every ``max_age_s`` and by one caller at a time; ``on_change`` sees each newly loaded version."""
+
+    def __init__(
+        self,
+        ask: Callable[[], Awaitable[dict[str, Any]]],
+        max_age_s: float,
+        on_change: Callable[[dict[str, Any]], None] = lambda served: None,
+    ) -> None:
+        self._ask, self.max_age_s, self._on_change = ask, max_age_s, on_change
+        self._now: dict[str, Any] = {"loaded": False, "error": "not asked yet"}
+        self._at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> dict[str, Any]:
+        if time.monotonic() - self._at < self.max_age_s:
+            return self._now
+        async with self._lock:
+            if time.monotonic() - self._at >= self.max_age_s:
+                try:
+                    served = await self._ask()
+                except Exception as exc:  # noqa: BLE001 - the model process may be (re)starting
+                    served = {"loaded": False, "error": f"model service unreachable: {type(exc).__name__}"}
+                if served.get("loaded") and served.get("model_version") != self._now.get("model_version"):
+                    self._on_change(served)
+                self._now, self._at = served, time.monotonic()
+        return self._now
+
+    def forget(self) -> None:
+        """The model moved on: ask again at the next request."""
+        self._at = float("-inf")
 
 
 def resolve_species(name: str, labels: Sequence[str]) -> str:

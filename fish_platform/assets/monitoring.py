@@ -12,7 +12,7 @@ import dagster as dg
 
 from fish_platform.jobs import RETRAIN_JOB_NAME
 from fish_platform.ml.plots import markdown_image
-from fish_platform.monitoring.drift import DayDrift, consecutive_drift
+from fish_platform.monitoring.drift import DayDrift, consecutive_drift, save_drift_report
 from fish_platform.resources import MlflowResource, PlatformResource
 
 MONITORING_GROUP = "monitoring"
@@ -71,7 +71,9 @@ def prediction_drift(
         s3_endpoint_url=platform.s3_endpoint_url,
     )
     context.log.info(f"{day.date}, v{day.model_version}: {day.report.reason}")
-    return dg.Output(day.as_dict(), metadata=_drift_metadata(day, mlflow.run_url(champion.run_id)))
+    report_uri = save_drift_report(platform.data_uri, day, platform.s3_endpoint_url)  # -> fish_drift_*
+    metadata = {**_drift_metadata(day, mlflow.run_url(champion.run_id)), "report_uri": report_uri}
+    return dg.Output(day.as_dict(), metadata=metadata)
 
 
 def _latest_drift(instance: dg.DagsterInstance, partition: str | None) -> tuple[str | None, dict]:

@@ -424,6 +424,33 @@ def drift_for_day(
     return DayDrift(day, str(model_version), report, drift_plot_png(reference, traffic, config))
 
 
+DRIFT_REPORT_PREFIX = "reports/drift"  # under FISH_DATA_URI
+LATEST_DRIFT_REPORT = f"{DRIFT_REPORT_PREFIX}/latest.json"
+
+
+def save_drift_report(data_uri: str, day: DayDrift, s3_endpoint_url: str | None = None) -> str:
+    """Write ``reports/drift/date=<day>.json`` and, unless a later day is reported already,
+    ``latest.json``: the newest verdict, which the service exports to Prometheus (``fish_drift_*``).
+    Returns the day's report URI."""
+    from datetime import UTC, datetime
+
+    from fish_platform.data.storage import join, open_storage, read_json, write_json
+
+    storage = open_storage(data_uri, s3_endpoint_url)
+    body = {
+        **day.as_dict(),
+        "metrics": day.report.metrics(),
+        "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    uri = join(data_uri, DRIFT_REPORT_PREFIX, f"date={day.date}.json")
+    write_json(storage, uri, body)
+    latest = join(data_uri, LATEST_DRIFT_REPORT)
+    newest = read_json(storage, latest).get("date", "") if storage.exists(latest) else ""
+    if day.date >= newest:
+        write_json(storage, latest, body)
+    return uri
+
+
 def consecutive_drift(verdicts: dict[str, bool], days: int) -> list[str] | None:
     """The last ``days`` UTC days (``YYYY-MM-DD`` keys) if each has a drift verdict and all drifted.
 

@@ -218,6 +218,30 @@ def exposition(include: set[str]) -> str:
             .labels("1")
             .observe(0.9)
         ),
+        "fish_challenger_version_info": lambda: (
+            Gauge("fish_challenger_version_info", "v", ["model_name", "version"], registry=registry)
+            .labels("fish", "2")
+            .set(1)
+        ),
+        "fish_shadow_answers_total": lambda: (
+            Counter("fish_shadow_answers", "s", ["champion", "challenger", "agree"], registry=registry)
+            .labels("1", "2", "true")
+            .inc()
+        ),
+        "fish_challenger_agreement": lambda: (
+            Gauge("fish_challenger_agreement", "a", registry=registry).set(0.9)
+        ),
+        "fish_shadow_dropped_total": lambda: (
+            Counter("fish_shadow_dropped", "d", ["reason"], registry=registry).labels("backlog").inc(0)
+        ),
+        "fish_drift_detected": lambda: Gauge("fish_drift_detected", "d", registry=registry).set(0),
+        "fish_drift_p_value": lambda: (
+            Gauge("fish_drift_p_value", "p", ["test"], registry=registry).labels("embedding").set(0.4)
+        ),
+        "fish_drift_answers": lambda: Gauge("fish_drift_answers", "n", registry=registry).set(40),
+        "fish_drift_report_timestamp_seconds": lambda: (
+            Gauge("fish_drift_report_timestamp_seconds", "t", registry=registry).set(1.8e9)
+        ),
     }
     for name in include:
         factories[name]()
@@ -237,6 +261,14 @@ ALL_SERVICE_METRICS = {
     "fish_answers_total",
     "fish_unknown_answers_total",
     "fish_answer_confidence",
+    "fish_challenger_version_info",
+    "fish_shadow_answers_total",
+    "fish_challenger_agreement",
+    "fish_shadow_dropped_total",
+    "fish_drift_detected",
+    "fish_drift_p_value",
+    "fish_drift_answers",
+    "fish_drift_report_timestamp_seconds",
 }
 
 

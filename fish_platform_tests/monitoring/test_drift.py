@@ -168,3 +168,29 @@ def test_cached_answers_without_a_probability_vector_count_by_their_top3() -> No
     profile = traffic_profile(frame, labels, model_version="1")
     np.testing.assert_allclose(profile.probabilities, [[0.1, 0.7, 0.2], [0.15, 0.05, 0.8]], rtol=1e-6)
     assert profile.embeddings.shape == (1, 4)
+
+
+def test_the_newest_days_report_is_the_latest_one_the_service_exports(tmp_path: Path) -> None:
+    import json
+
+    from fish_platform.monitoring.drift import (
+        DRIFT_REPORT_PREFIX,
+        LATEST_DRIFT_REPORT,
+        DayDrift,
+        DriftReport,
+        TestResult,
+        save_drift_report,
+    )
+
+    def day(date: str, drifted: bool) -> DayDrift:
+        test = TestResult("embedding", 0.2, 0.0005 if drifted else 0.6, drifted)
+        return DayDrift(date, "3", DriftReport(50, 40, 40, 0.01, {"embedding": test}, drifted, "r"))
+
+    save_drift_report(str(tmp_path), day("2026-11-30", True))
+    save_drift_report(str(tmp_path), day("2026-11-28", False))  # a late backfill of an older day
+    latest = json.loads((tmp_path / LATEST_DRIFT_REPORT).read_text())
+    assert latest["date"] == "2026-11-30" and latest["drifted"] is True
+    assert latest["tests"]["embedding"]["p_value"] == 0.0005 and latest["generated_at"].endswith("Z")
+    assert latest["metrics"]["embedding_p_value"] == 0.0005
+    older = json.loads((tmp_path / DRIFT_REPORT_PREFIX / "date=2026-11-28.json").read_text())
+    assert older["drifted"] is False  # every day keeps its own report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,6 +88,8 @@ def test_drift_asset_check_and_retraining_sensor(world) -> None:
         assert metadata["answers"].value == 32
         assert metadata["plots"].value.startswith("![drift](data:image/png;base64,")
         assert metadata["reference_run"].value.startswith("http://127.0.0.1:5000/#/experiments/")
+        report = json.loads(Path(metadata["report_uri"].value).read_text())  # what /metrics exports
+        assert (report["date"], report["drifted"]) == (day, metadata["drifted"].value)
         check = result.get_asset_check_evaluations()[0]
         assert check.metadata["partition"].value == day
         verdicts[day] = metadata["drifted"].value
