@@ -456,8 +456,27 @@ def service_scenarios(
                     "cached_sample": (load.sample or {}).get("cached"),
                 }
                 print(key, results[key], flush=True)
+        if suffix == "_shadow":  # how much of the traffic the challenger kept up with
+            results["shadow_counts"] = shadow_counts(
+                httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            )
+            print("shadow", results["shadow_counts"], flush=True)
     finally:
         stop_server(server)
+
+
+def shadow_counts(metrics_text: str) -> dict[str, float]:
+    """Images answered in shadow (agreeing or not) and dropped, from the service's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts = {"shadowed": 0.0, "dropped": 0.0, "answered": 0.0}
+    names = {"fish_shadow_answers_total": "shadowed", "fish_shadow_dropped_total": "dropped",
+             "fish_answers_total": "answered"}  # fmt: skip
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name in names:
+                counts[names[sample.name]] += sample.value
+    return counts
 
 
 def fmt(value: float) -> str:
@@ -654,8 +673,15 @@ def goals(results: dict[str, dict]) -> Iterator[str]:
             f"{'met' if share >= 0.95 else 'NOT met'}"
         )
     if results.get("uncached_shadow", {}).get("req_per_s") and uncached:
-        share = results["uncached_shadow"]["req_per_s"] / uncached
+        on = [results[k]["req_per_s"] for k in ("uncached", "uncached_b") if k in results]
+        share = results["uncached_shadow"]["req_per_s"] / (sum(on) / len(on))
         yield f"uncached with a challenger in shadow vs without: {share:.0%} of the throughput (information)"
+    if "shadow_counts" in results:
+        c = results["shadow_counts"]
+        yield (
+            f"shadow coverage over both phases: {c['shadowed']:.0f} of {c['answered']:.0f} answers also "
+            f"answered by the other model, {c['dropped']:.0f} dropped (backlog or failure; information)"
+        )
     if "uncached_shadow_1" in results and "uncached_1" in results:
         with_shadow, without = results["uncached_shadow_1"]["p50_ms"], results["uncached_1"]["p50_ms"]
         yield (

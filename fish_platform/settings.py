@@ -221,6 +221,9 @@ class ServingSettings:
     shadow: bool = True
     challenger_traffic_percent: float = 0.0
     shadow_max_pending: int = 64
+    # FISH_SHADOW_NICE: the challenger's model process runs at this niceness, so that on shared cores
+    # the champion's answers take the CPU first and the shadow uses what is left (0 = same priority).
+    shadow_nice: int = 10
     # FISH_DRIFT_EXPORT_SECONDS: how often the API process reads the newest drift report for /metrics.
     drift_export_seconds: float = 60.0
 
@@ -401,6 +404,7 @@ def _serving_settings(env: _Environment, platform: dict[str, Any]) -> ServingSet
             "FISH_CHALLENGER_TRAFFIC_PERCENT",
         ),
         shadow_max_pending=env.number("FISH_SHADOW_MAX_PENDING", defaults.shadow_max_pending),
+        shadow_nice=env.number("FISH_SHADOW_NICE", defaults.shadow_nice),
         drift_export_seconds=env.number("FISH_DRIFT_EXPORT_SECONDS", defaults.drift_export_seconds, float),
     )
 

@@ -29,6 +29,7 @@ row in the prediction log (``serving.prediction_log``); ``/feedback`` corrects o
 """
 
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -189,6 +190,25 @@ class FishModel:
         self.holder.stop()
 
 
+def lower_priority(niceness: int) -> None:
+    """Raise the niceness of every thread of this process (Linux: niceness is per thread, and the
+    threads BentoML started before this service was built would keep theirs); threads started later
+    inherit it from their creator. With the kernel's autogroup scheduling (on by default on desktop
+    and many server kernels), BentoML's workers each lead a session of their own and share the CPU
+    by session, whatever their threads' niceness: the session's own niceness is set too."""
+    autogroup = Path("/proc/self/autogroup")
+    try:
+        autogroup.write_text(str(niceness))
+    except OSError:  # no autogroup (e.g. a container without it): thread niceness is what counts
+        pass
+    tasks = Path("/proc/self/task")
+    for tid in [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [0]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, max(os.getpriority(os.PRIO_PROCESS, tid), niceness))
+        except OSError:  # a thread that ended meanwhile
+            continue
+
+
 @bentoml.service(
     name="fish_challenger",
     workers=1,
@@ -216,6 +236,8 @@ class ChallengerModel:
             ),
             on_unload=lambda old: self.metrics.challenger_changed(old.model_name, old.version, None),
         )
+        if config.shadow_nice > 0:  # the champion's answers first; the shadow takes the idle CPU
+            lower_priority(config.shadow_nice)
         self.holder.refresh()
         self.holder.start_polling(config.poll_seconds)
 

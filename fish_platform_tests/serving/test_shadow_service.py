@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,13 @@ from fish_platform.monitoring.drift import DayDrift, DriftReport, TestResult, sa
 from fish_platform.monitoring.prediction_log import read_predictions
 from fish_platform_tests.deploy.dashboard_metrics import assert_dashboard_metrics_exported
 from fish_platform_tests.helpers import REPO_ROOT
-from fish_platform_tests.serving.conftest import SERVICE_START_TIMEOUT_S, ServiceHandle, free_port
+from fish_platform_tests.serving.conftest import (
+    SERVICE_START_TIMEOUT_S,
+    ServiceHandle,
+    free_port,
+    service_tree,
+    stop_service,
+)
 from fish_platform_tests.serving.serving_helpers import (
     LABELS_V2,
     TEST_OUTPUT,
@@ -105,13 +110,7 @@ def shadowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle
         _wait_ready(handle, lambda body: body.get("challenger_version") == challenger)
         yield handle
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_service(process)
         TEST_OUTPUT.mkdir(exist_ok=True)
         shutil.copyfile(log_path, TEST_OUTPUT / "serving-shadow.log")
 
@@ -227,6 +226,18 @@ def test_uncached_answers_are_shadowed_under_their_request_id_with_a_sticky_spli
     report = challenger_report(rows, rows.iloc[0:0].reindex(columns=["request_id", "ts", "correct_label"]))
     assert (report.champion_version, report.challenger_version) == (champion, challenger)
     assert report.n_pairs == n_uncached and report.agreement == pytest.approx(agree / n_uncached, abs=1e-6)
+
+
+def test_the_challenger_process_yields_the_cpu_to_the_champion(shadowed):
+    tree = service_tree(shadowed.process)
+    (challenger,) = [p for p in tree if "fish_challenger" in " ".join(p.cmdline())]
+    (champion,) = [p for p in tree if "--service-name fish_model" in " ".join(p.cmdline())]
+    nice = {t.id: os.getpriority(os.PRIO_PROCESS, t.id) for t in challenger.threads()}
+    assert nice and set(nice.values()) == {10}, nice  # every thread, not only the one that asked
+    assert champion.nice() == 0
+    autogroup = Path(f"/proc/{challenger.pid}/autogroup")
+    if autogroup.exists():  # with autogroup scheduling, the session's niceness is what counts
+        assert autogroup.read_text().split()[-1] == "10", autogroup.read_text()
 
 
 def test_clearing_the_alias_unloads_the_challenger_and_ends_the_shadow(shadowed):
