@@ -36,6 +36,53 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SERVICE_START_TIMEOUT_S = 240
 
 
+def service_tree(process: subprocess.Popen) -> list:
+    """``bentoml serve`` and every worker it started: BentoML puts each worker in a process group
+    of its own, so a signal to the server's group alone leaves the workers running."""
+    import psutil
+
+    try:
+        root = psutil.Process(process.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def kill_service(process: subprocess.Popen) -> None:
+    """SIGKILL the server and all its workers at once (a crash), and wait until none is left."""
+    import psutil
+
+    tree = service_tree(process)
+    for member in tree:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    process.wait(timeout=10)
+    psutil.wait_procs(tree, timeout=10)
+
+
+def stop_service(process: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM (a graceful stop: the server stops its workers), then SIGKILL whatever is left."""
+    tree = service_tree(process)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    import psutil
+
+    _, alive = psutil.wait_procs(tree, timeout=5)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if process.poll() is None:
+        process.wait(timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -183,13 +230,7 @@ def bare_service(
         handle.wait_for("/livez", 200, SERVICE_START_TIMEOUT_S)
         yield handle
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_service(process)
         TEST_OUTPUT.mkdir(exist_ok=True)
         shutil.copyfile(log_path, TEST_OUTPUT / "serving-service.log")
 

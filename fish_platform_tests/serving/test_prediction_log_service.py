@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -27,7 +26,13 @@ from fish_platform.monitoring.feedback import read_feedback
 from fish_platform.monitoring.log_schema import PREDICTION_SCHEMA
 from fish_platform.monitoring.prediction_log import read_predictions
 from fish_platform_tests.helpers import REPO_ROOT
-from fish_platform_tests.serving.conftest import SERVICE_START_TIMEOUT_S, ServiceHandle, free_port
+from fish_platform_tests.serving.conftest import (
+    SERVICE_START_TIMEOUT_S,
+    ServiceHandle,
+    free_port,
+    kill_service,
+    service_tree,
+)
 from fish_platform_tests.serving.serving_helpers import (
     LABELS_V2,
     TEST_OUTPUT,
@@ -91,9 +96,7 @@ def logged_service(folders: dict[str, Path]) -> Iterator[ServiceHandle]:
         handle.wait_for("/readyz", 200, SERVICE_START_TIMEOUT_S)
         yield handle
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        kill_service(process)  # already killed by the crash test, normally
         TEST_OUTPUT.mkdir(exist_ok=True)
         shutil.copyfile(log_path, TEST_OUTPUT / "serving-prediction-log.log")
 
@@ -181,8 +184,10 @@ def test_a_sigkill_loses_only_the_unflushed_rows_and_corrupts_nothing(logged_ser
         flushed = [_predict(client, 200 + i)["request_id"] for i in range(FLUSH_ROWS)]
         _wait_rows(data, before + FLUSH_ROWS)
         buffered = _predict(client, 300)["request_id"]  # in memory only: the crash takes it
-    os.killpg(logged_service.process.pid, signal.SIGKILL)
-    logged_service.process.wait(timeout=10)
+    tree = service_tree(logged_service.process)
+    assert any("fish_service" in " ".join(p.cmdline()) for p in tree)  # the API worker holds the buffer
+    kill_service(logged_service.process)  # every process at once, the API worker included
+    assert not any(p.is_running() for p in tree)
 
     files = sorted((data / "predictions").rglob("*.parquet"))
     for path in files:  # every file is whole: written to a temporary name, then renamed
