@@ -129,8 +129,14 @@ def exported_series(metrics_text: str) -> set[str]:
 
 # Series that exist only while a challenger is loaded and shadowing, or once a drift report exists:
 # the shadow service of test_shadow_service.py has both and checks them; other services may lack them.
+# (the agreement gauge has no value before the first comparison: "no data", not a made-up rate)
 NEEDS_CHALLENGER_OR_DRIFT = frozenset(
-    {"fish_shadow_answers_total", "fish_challenger_version_info", "fish_drift_p_value"}
+    {
+        "fish_shadow_answers_total",
+        "fish_challenger_agreement",
+        "fish_challenger_version_info",
+        "fish_drift_p_value",
+    }
 )
 
 
