@@ -372,15 +372,20 @@ class RegistryAlias:
         tracking_uri: str | None = None,
         registry_uri: str | None = None,
     ) -> None:
-        from mlflow import MlflowClient
-
         self.model_name = model_name
         self.alias = alias
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        self._uris = (tracking_uri, registry_uri)
+        self._client: Any = None
 
     def __call__(self) -> AliasTarget | None:
+        from mlflow import MlflowClient
         from mlflow.exceptions import MlflowException
 
+        if self._client is None:
+            # Made at the first lookup, inside ModelHolder.refresh's error handling: two model
+            # processes starting on a new SQLite store race to create its tables, and the loser's
+            # error must be a failed lookup, retried at the next poll, not a dead process.
+            self._client = MlflowClient(tracking_uri=self._uris[0], registry_uri=self._uris[1])
         try:
             mv = self._client.get_model_version_by_alias(self.model_name, self.alias)
         except MlflowException as exc:
