@@ -36,6 +36,33 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SERVICE_START_TIMEOUT_S = 240
 
 
+def launch_service(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
+    """``bentoml serve serving.service:FishService`` on ``port`` with ``env``, its output in
+    ``log_path``, in a session of its own (stop it with :func:`stop_service` or :func:`kill_service`)."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:FishService",
+             "--port", str(port)],  # fmt: skip
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def metric_samples(metrics_text: str, name: str) -> dict[tuple, float]:
+    """``{sorted label pairs: value}`` of one sample name in a /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(metrics_text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
 def service_tree(process: subprocess.Popen) -> list:
     """``bentoml serve`` and every worker it started: BentoML puts each worker in a process group
     of its own, so a signal to the server's group alone leaves the workers running."""

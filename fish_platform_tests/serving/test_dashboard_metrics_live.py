@@ -7,20 +7,9 @@ from fish_platform_tests.deploy.dashboard_metrics import (
     assert_dashboard_metrics_exported,
     dashboard_metric_names,
 )
+from fish_platform_tests.serving.conftest import metric_samples
 
 pytestmark = pytest.mark.e2e
-
-
-def _samples(metrics_text: str, name: str) -> dict[tuple, float]:
-    """``{labels: value}`` of one sample name in a /metrics text."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {
-        tuple(sorted(s.labels.items())): s.value
-        for family in text_string_to_metric_families(metrics_text)
-        for s in family.samples
-        if s.name == name
-    }
 
 
 def test_dashboard_metrics_are_exported_by_the_live_service(service, fish_photo):
@@ -42,7 +31,7 @@ def test_dashboard_metrics_are_exported_by_the_live_service(service, fish_photo)
 
     # The prediction log's series count each answered image (the hit too), labelled by its version
     def grew(name: str, labels: tuple) -> float:
-        return _samples(metrics.text, name)[labels] - _samples(before, name).get(labels, 0)
+        return metric_samples(metrics.text, name)[labels] - metric_samples(before, name).get(labels, 0)
 
     version, species = answers[0]["model_version"], answers[0]["top3"][0]["species"]
     per_version = (("model_version", version),)

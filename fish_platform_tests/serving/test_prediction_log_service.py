@@ -25,12 +25,12 @@ from fish_platform.data.store import open_store
 from fish_platform.monitoring.feedback import read_feedback
 from fish_platform.monitoring.log_schema import PREDICTION_SCHEMA
 from fish_platform.monitoring.prediction_log import read_predictions
-from fish_platform_tests.helpers import REPO_ROOT
 from fish_platform_tests.serving.conftest import (
     SERVICE_START_TIMEOUT_S,
     ServiceHandle,
     free_port,
     kill_service,
+    launch_service,
     service_tree,
 )
 from fish_platform_tests.serving.serving_helpers import (
@@ -75,21 +75,7 @@ def logged_service(folders: dict[str, Path]) -> Iterator[ServiceHandle]:
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     log_path = root / "service.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("bentoml")),
-                "serve",
-                "serving.service:FishService",
-                "--port",
-                str(port),
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = launch_service(env, port, log_path)
     handle = ServiceHandle(f"http://127.0.0.1:{port}", process, log_path, registry)
     handle.env = env  # type: ignore[attr-defined] - the CLI runs with the same settings
     try:

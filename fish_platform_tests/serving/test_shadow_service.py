@@ -11,25 +11,23 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from fish_platform.contract import CHALLENGER_ALIAS
 from fish_platform.monitoring.challenger import challenger_report
 from fish_platform.monitoring.drift import DayDrift, DriftReport, TestResult, save_drift_report
 from fish_platform.monitoring.prediction_log import read_predictions
 from fish_platform_tests.deploy.dashboard_metrics import assert_dashboard_metrics_exported
-from fish_platform_tests.helpers import REPO_ROOT
 from fish_platform_tests.serving.conftest import (
     SERVICE_START_TIMEOUT_S,
     ServiceHandle,
     free_port,
+    launch_service,
+    metric_samples,
     service_tree,
     stop_service,
 )
@@ -86,21 +84,7 @@ def shadowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     log_path = root / "service.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("bentoml")),
-                "serve",
-                "serving.service:FishService",
-                "--port",
-                str(port),
-            ],  # fmt: skip
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    process = launch_service(env, port, log_path)
     handle = ServiceHandle(f"http://127.0.0.1:{port}", process, log_path, registry)
     handle.versions = {champion: LABELS_V2, challenger: LABELS_V2}
     handle.env = env  # type: ignore[attr-defined]
@@ -138,14 +122,6 @@ def _rows(data: Path, count: int, timeout: float = 60):
             return rows
         time.sleep(0.25)
 
-
-def _samples(text: str, name: str) -> dict[tuple, float]:
-    return {
-        tuple(sorted(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name
-    }
 
 
 def test_uncached_answers_are_shadowed_under_their_request_id_with_a_sticky_split(shadowed):
@@ -205,21 +181,21 @@ def test_uncached_answers_are_shadowed_under_their_request_id_with_a_sticky_spli
     pair = {"champion_version": champion, "challenger_version": challenger}
     counted = {
         dict(k)["agree"]: v
-        for k, v in _samples(metrics, "fish_shadow_answers_total").items()
+        for k, v in metric_samples(metrics, "fish_shadow_answers_total").items()
         if pair.items() <= dict(k).items()
     }
     assert counted == {"true": agree, "false": n_uncached - agree}
-    (gauge,) = _samples(metrics, "fish_challenger_agreement").values()
+    (gauge,) = metric_samples(metrics, "fish_challenger_agreement").values()
     assert gauge == pytest.approx(agree / n_uncached)
-    info = _samples(metrics, "fish_challenger_version_info")
+    info = metric_samples(metrics, "fish_challenger_version_info")
     assert info[(("model_name", shadowed.registry.model_name), ("version", challenger))] == 1
 
     # The drift report is on /metrics, and with a challenger shadowing every dashboard series is there
-    assert _samples(metrics, "fish_drift_detected")[()] == 1
-    assert _samples(metrics, "fish_drift_answers")[()] == 40
-    p_values = {dict(k)["test"]: v for k, v in _samples(metrics, "fish_drift_p_value").items()}
+    assert metric_samples(metrics, "fish_drift_detected")[()] == 1
+    assert metric_samples(metrics, "fish_drift_answers")[()] == 40
+    p_values = {dict(k)["test"]: v for k, v in metric_samples(metrics, "fish_drift_p_value").items()}
     assert p_values == {"embedding": pytest.approx(0.0005), "species": pytest.approx(0.41)}
-    assert _samples(metrics, "fish_drift_report_timestamp_seconds")[()] > 1.7e9
+    assert metric_samples(metrics, "fish_drift_report_timestamp_seconds")[()] > 1.7e9
     assert_dashboard_metrics_exported(metrics)
 
     # The challenger report pairs the same rows
@@ -262,7 +238,7 @@ def test_clearing_the_alias_unloads_the_challenger_and_ends_the_shadow(shadowed)
     rows = read_predictions(str(shadowed.data))
     mine = rows[rows["request_id"] == response.json()["request_id"]]
     assert len(mine) == 1 and mine.iloc[0]["role"] == "champion"
-    info = _samples(metrics, "fish_challenger_version_info")
+    info = metric_samples(metrics, "fish_challenger_version_info")
     assert info.get((("model_name", shadowed.registry.model_name), ("version", shadowed.challenger))) in (
         None,
         0,
