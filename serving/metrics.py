@@ -56,16 +56,19 @@ class FishMetrics:
         self.challenger_agreement.set(rolling_rate)
 
     def challenger_changed(self, model_name: str, previous: str | None, version: str | None) -> None:
-        if previous is not None and previous != version:
-            self.challenger_version_info.labels(model_name=model_name, version=previous).set(0)
-        if version is not None:
-            self.challenger_version_info.labels(model_name=model_name, version=version).set(1)
+        _switch_version(self.challenger_version_info, model_name, previous, version)
 
     def model_swapped(self, model_name: str, previous: str | None, version: str) -> None:
-        if previous is not None and previous != version:
-            self.model_version_info.labels(model_name=model_name, version=previous).set(0)
-        self.model_version_info.labels(model_name=model_name, version=version).set(1)
+        _switch_version(self.model_version_info, model_name, previous, version)
         self.model_loaded.set(1)
+
+
+def _switch_version(gauge: Any, model_name: str, previous: str | None, version: str | None) -> None:
+    """An info gauge moves from ``previous`` (to 0) to ``version`` (to 1; None: none now)."""
+    if previous is not None and previous != version:
+        gauge.labels(model_name=model_name, version=previous).set(0)
+    if version is not None:
+        gauge.labels(model_name=model_name, version=version).set(1)
 
 
 @functools.cache

@@ -110,6 +110,23 @@ def _model_holder(
     )
 
 
+def _classify(holder: ModelHolder, images: list[np.ndarray]) -> list[Answer]:
+    """One batch on the holder's model, as wire answers (the embedding rides along as a key)."""
+    try:
+        answers = holder.classify(images)
+    except ModelNotLoaded as exc:  # the caller sees a 503 and answers model_not_loaded
+        raise bentoml.exceptions.ServiceUnavailable(str(exc)) from exc
+    return [answer.to_wire() for answer in answers]
+
+
+def _served_by(holder: ModelHolder) -> dict[str, Any]:
+    """The version the holder serves (name, version, labels, image size), or why none."""
+    served = holder.info
+    if served is None:
+        return {"loaded": False, "error": holder.last_error}
+    return {"loaded": True, **served.as_dict()}
+
+
 # BentoML 1.4.40's client renews its session every 100 requests / 300 s and closes the old one with
 # requests still in flight on it ("Server disconnected" for ~10% of calls at concurrency 16; bentoml
 # issues 5540/4971). The model services are local unix sockets: keep one session.
@@ -160,12 +177,9 @@ class FishModel:
     )
     def classify(self, images: list[np.ndarray]) -> list[Answer]:
         """uint8 ``(h, w, 3)`` images -> one ``{model_name, model_version, top3}`` per image."""
-        try:
-            answers = self.holder.classify(images)
-        except ModelNotLoaded as exc:  # the caller sees a 503 and answers model_not_loaded
-            raise bentoml.exceptions.ServiceUnavailable(str(exc)) from exc
+        answers = _classify(self.holder, images)
         self.metrics.inference_batch_size.observe(len(images))
-        return [answer.to_wire() for answer in answers]  # the embedding rides along as a key
+        return answers
 
     @bentoml.api
     def explain(self, image: np.ndarray, species: str | None = None) -> dict[str, Any]:
@@ -180,10 +194,7 @@ class FishModel:
     @bentoml.api
     async def served_model(self) -> dict[str, Any]:
         """The version this process serves (name, version, labels, image size), or why none."""
-        served = self.holder.info
-        if served is None:
-            return {"loaded": False, "error": self.holder.last_error}
-        return {"loaded": True, **served.as_dict()}
+        return _served_by(self.holder)
 
     @bentoml.on_shutdown
     def stop_polling(self) -> None:
@@ -252,18 +263,11 @@ class ChallengerModel:
     )
     def classify(self, images: list[np.ndarray]) -> list[Answer]:
         """As :meth:`FishModel.classify`, with the challenger."""
-        try:
-            answers = self.holder.classify(images)
-        except ModelNotLoaded as exc:
-            raise bentoml.exceptions.ServiceUnavailable(str(exc)) from exc
-        return [answer.to_wire() for answer in answers]
+        return _classify(self.holder, images)
 
     @bentoml.api
     async def served_model(self) -> dict[str, Any]:
-        served = self.holder.info
-        if served is None:
-            return {"loaded": False, "error": self.holder.last_error}
-        return {"loaded": True, **served.as_dict()}
+        return _served_by(self.holder)
 
     @bentoml.on_shutdown
     def stop_polling(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from fish_platform_tests.helpers import REPO_ROOT
+from fish_platform_tests.processes import stop_tree
 
 BIN = Path(sys.executable).parent
 
@@ -48,28 +48,8 @@ def wait_for_port(port: int, process: subprocess.Popen, log: Path, seconds: floa
 
 
 def stop(process: subprocess.Popen | None) -> None:
-    """SIGTERM the process group, then SIGKILL whatever of it and its descendants is left (a server
-    such as ``bentoml serve`` starts workers in process groups of their own)."""
-    import psutil
-
-    if process is None or process.poll() is not None:
-        return
-    try:
-        tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        tree = []
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    _, alive = psutil.wait_procs(tree, timeout=5)
-    for member in alive:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
+    """SIGTERM the process group, then SIGKILL whatever of it and its descendants is left."""
+    stop_tree(process)
 
 
 def start(args: list[str], env: dict[str, str], log: Path, cwd: Path = REPO_ROOT) -> subprocess.Popen:

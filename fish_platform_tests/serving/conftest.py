@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import httpx
 import pytest
 
 from fish_platform_tests.helpers import REPO_ROOT, real_data_path
+from fish_platform_tests.processes import stop_tree
 from fish_platform_tests.serving.serving_helpers import (
     LABELS_V1,
     TEST_OUTPUT,
@@ -36,9 +36,27 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SERVICE_START_TIMEOUT_S = 240
 
 
+def service_env(registry: Registry, workdir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a service under test: this process' own minus every FISH_/MLFLOW_/REDIS_
+    setting, then ``registry``, a one-second alias poll, BentoML's home and scratch under
+    ``workdir``, and ``settings`` (``FISH_...`` names to values) on top."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("FISH_", "MLFLOW_", "REDIS_"))},
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "FISH_MODEL_NAME": registry.model_name,
+        "FISH_MODEL_POLL_SECONDS": "1",
+        "FISH_DATA_DIR": str(workdir / "scratch"),
+        "BENTOML_HOME": str(workdir / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **settings,
+    }
+
+
 def launch_service(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen:
     """``bentoml serve serving.service:FishService`` on ``port`` with ``env``, its output in
-    ``log_path``, in a session of its own (stop it with :func:`stop_service` or :func:`kill_service`)."""
+    ``log_path``, in a session of its own (stop it with ``fish_platform_tests.processes.stop_tree``
+    or ``kill_tree``)."""
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
             [str(Path(sys.executable).with_name("bentoml")), "serve", "serving.service:FishService",
@@ -61,53 +79,6 @@ def metric_samples(metrics_text: str, name: str) -> dict[tuple, float]:
         for s in family.samples
         if s.name == name
     }
-
-
-def service_tree(process: subprocess.Popen) -> list:
-    """``bentoml serve`` and every worker it started: BentoML puts each worker in a process group
-    of its own, so a signal to the server's group alone leaves the workers running."""
-    import psutil
-
-    try:
-        root = psutil.Process(process.pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def kill_service(process: subprocess.Popen) -> None:
-    """SIGKILL the server and all its workers at once (a crash), and wait until none is left."""
-    import psutil
-
-    tree = service_tree(process)
-    for member in tree:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
-    process.wait(timeout=10)
-    psutil.wait_procs(tree, timeout=10)
-
-
-def stop_service(process: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM (a graceful stop: the server stops its workers), then SIGKILL whatever is left."""
-    tree = service_tree(process)
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-    import psutil
-
-    _, alive = psutil.wait_procs(tree, timeout=5)
-    for member in alive:
-        try:
-            member.kill()
-        except psutil.NoSuchProcess:
-            pass
-    if process.poll() is None:
-        process.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -229,35 +200,21 @@ def bare_service(
     """The service process, started before any model exists in the registry."""
     workdir = tmp_path_factory.mktemp("service")
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("FISH_", "MLFLOW_", "REDIS_"))},
-        "MLFLOW_TRACKING_URI": registry.tracking_uri,
-        "FISH_MODEL_NAME": registry.model_name,
-        "FISH_MODEL_POLL_SECONDS": "1",
-        "FISH_DATA_DIR": str(workdir / "fish-data"),
-        "REDIS_URL": redis_server.url,
-        "FISH_CACHE_TTL_SECONDS": "600",
-        "BENTOML_HOME": str(workdir / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
-    bentoml_cli = Path(sys.executable).with_name("bentoml")
+    env = service_env(
+        registry,
+        workdir,
+        FISH_DATA_DIR=str(workdir / "fish-data"),
+        REDIS_URL=redis_server.url,
+        FISH_CACHE_TTL_SECONDS="600",
+    )
     log_path = workdir / "service.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [str(bentoml_cli), "serve", "serving.service:FishService", "--port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: teardown stops BentoML's workers too
-        )
+    process = launch_service(env, port, log_path)
     handle = ServiceHandle(f"http://127.0.0.1:{port}", process, log_path, registry)
     try:
         handle.wait_for("/livez", 200, SERVICE_START_TIMEOUT_S)
         yield handle
     finally:
-        stop_service(process)
+        stop_tree(process)
         TEST_OUTPUT.mkdir(exist_ok=True)
         shutil.copyfile(log_path, TEST_OUTPUT / "serving-service.log")
 

@@ -9,7 +9,6 @@ that every row flushed before the kill is there and no file is corrupt.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -25,13 +24,13 @@ from fish_platform.data.store import open_store
 from fish_platform.monitoring.feedback import read_feedback
 from fish_platform.monitoring.log_schema import PREDICTION_SCHEMA
 from fish_platform.monitoring.prediction_log import read_predictions
+from fish_platform_tests.processes import kill_tree, process_tree
 from fish_platform_tests.serving.conftest import (
     SERVICE_START_TIMEOUT_S,
     ServiceHandle,
     free_port,
-    kill_service,
     launch_service,
-    service_tree,
+    service_env,
 )
 from fish_platform_tests.serving.serving_helpers import (
     LABELS_V2,
@@ -59,21 +58,15 @@ def logged_service(folders: dict[str, Path]) -> Iterator[ServiceHandle]:
     registry = Registry(f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri(), "fish-log-test")
     promote(registry, register_tiny_model(registry, LABELS_V2, image_size=32, seed=3))
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("FISH_", "MLFLOW_", "REDIS_"))},
-        "MLFLOW_TRACKING_URI": registry.tracking_uri,
-        "FISH_MODEL_NAME": registry.model_name,
-        "FISH_MODEL_POLL_SECONDS": "1",
-        "FISH_DATA_DIR": str(root / "scratch"),
-        "FISH_DATA_URI": str(folders["data"]),
-        "FISH_RAW_URI": str(folders["raw"]),
-        "FISH_KEEP_IMAGES": "on",
-        "FISH_PREDICTION_LOG_FLUSH_ROWS": str(FLUSH_ROWS),
-        "FISH_PREDICTION_LOG_FLUSH_SECONDS": "3600",  # only size (and shutdown) flush in this test
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    env = service_env(
+        registry,
+        root,
+        FISH_DATA_URI=str(folders["data"]),
+        FISH_RAW_URI=str(folders["raw"]),
+        FISH_KEEP_IMAGES="on",
+        FISH_PREDICTION_LOG_FLUSH_ROWS=str(FLUSH_ROWS),
+        FISH_PREDICTION_LOG_FLUSH_SECONDS="3600",  # only size (and shutdown) flush in this test
+    )
     log_path = root / "service.log"
     process = launch_service(env, port, log_path)
     handle = ServiceHandle(f"http://127.0.0.1:{port}", process, log_path, registry)
@@ -82,7 +75,7 @@ def logged_service(folders: dict[str, Path]) -> Iterator[ServiceHandle]:
         handle.wait_for("/readyz", 200, SERVICE_START_TIMEOUT_S)
         yield handle
     finally:
-        kill_service(process)  # already killed by the crash test, normally
+        kill_tree(process)  # already killed by the crash test, normally
         TEST_OUTPUT.mkdir(exist_ok=True)
         shutil.copyfile(log_path, TEST_OUTPUT / "serving-prediction-log.log")
 
@@ -170,9 +163,9 @@ def test_a_sigkill_loses_only_the_unflushed_rows_and_corrupts_nothing(logged_ser
         flushed = [_predict(client, 200 + i)["request_id"] for i in range(FLUSH_ROWS)]
         _wait_rows(data, before + FLUSH_ROWS)
         buffered = _predict(client, 300)["request_id"]  # in memory only: the crash takes it
-    tree = service_tree(logged_service.process)
+    tree = process_tree(logged_service.process)
     assert any("fish_service" in " ".join(p.cmdline()) for p in tree)  # the API worker holds the buffer
-    kill_service(logged_service.process)  # every process at once, the API worker included
+    kill_tree(logged_service.process)  # every process at once, the API worker included
     assert not any(p.is_running() for p in tree)
 
     files = sorted((data / "predictions").rglob("*.parquet"))

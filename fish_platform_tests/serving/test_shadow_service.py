@@ -22,14 +22,14 @@ from fish_platform.monitoring.challenger import challenger_report
 from fish_platform.monitoring.drift import DayDrift, DriftReport, TestResult, save_drift_report
 from fish_platform.monitoring.prediction_log import read_predictions
 from fish_platform_tests.deploy.dashboard_metrics import assert_dashboard_metrics_exported
+from fish_platform_tests.processes import process_tree, stop_tree
 from fish_platform_tests.serving.conftest import (
     SERVICE_START_TIMEOUT_S,
     ServiceHandle,
     free_port,
     launch_service,
     metric_samples,
-    service_tree,
-    stop_service,
+    service_env,
 )
 from fish_platform_tests.serving.serving_helpers import (
     LABELS_V2,
@@ -69,20 +69,14 @@ def shadowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle
     )  # fmt: skip
     save_drift_report(str(root / "data"), DayDrift("2026-11-30", champion, drifted))
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("FISH_", "MLFLOW_", "REDIS_"))},
-        "MLFLOW_TRACKING_URI": registry.tracking_uri,
-        "FISH_MODEL_NAME": registry.model_name,
-        "FISH_MODEL_POLL_SECONDS": "1",
-        "FISH_DATA_DIR": str(root / "scratch"),
-        "FISH_DATA_URI": str(root / "data"),
-        "FISH_CHALLENGER_TRAFFIC_PERCENT": str(PERCENT),
-        "FISH_PREDICTION_LOG_FLUSH_SECONDS": "0.5",
-        "FISH_DRIFT_EXPORT_SECONDS": "1",
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-    }
+    env = service_env(
+        registry,
+        root,
+        FISH_DATA_URI=str(root / "data"),
+        FISH_CHALLENGER_TRAFFIC_PERCENT=str(PERCENT),
+        FISH_PREDICTION_LOG_FLUSH_SECONDS="0.5",
+        FISH_DRIFT_EXPORT_SECONDS="1",
+    )
     log_path = root / "service.log"
     process = launch_service(env, port, log_path)
     handle = ServiceHandle(f"http://127.0.0.1:{port}", process, log_path, registry)
@@ -94,7 +88,7 @@ def shadowed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceHandle
         _wait_ready(handle, lambda body: body.get("challenger_version") == challenger)
         yield handle
     finally:
-        stop_service(process)
+        stop_tree(process)
         TEST_OUTPUT.mkdir(exist_ok=True)
         shutil.copyfile(log_path, TEST_OUTPUT / "serving-shadow.log")
 
@@ -121,7 +115,6 @@ def _rows(data: Path, count: int, timeout: float = 60):
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         time.sleep(0.25)
-
 
 
 def test_uncached_answers_are_shadowed_under_their_request_id_with_a_sticky_split(shadowed):
@@ -205,7 +198,7 @@ def test_uncached_answers_are_shadowed_under_their_request_id_with_a_sticky_spli
 
 
 def test_the_challenger_process_yields_the_cpu_to_the_champion(shadowed):
-    tree = service_tree(shadowed.process)
+    tree = process_tree(shadowed.process)
     (challenger,) = [p for p in tree if "fish_challenger" in " ".join(p.cmdline())]
     (champion,) = [p for p in tree if "--service-name fish_model" in " ".join(p.cmdline())]
     nice = {t.id: os.getpriority(os.PRIO_PROCESS, t.id) for t in challenger.threads()}
