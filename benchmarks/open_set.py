@@ -8,12 +8,11 @@ run this with those species' folders as ``--held-out``. Knowns are the version's
 of trained species it has not trained on); unknowns are every image of the held-out species, and
 separately generated non-fish images (plain colours, noise, textures:
 :func:`fish_platform.ml.behaviour.not_a_fish_images`). For each open-set score
-(:data:`fish_platform.ml.calibration.SCORE_METHODS`, with the version's fitted temperature) it reports
-AUROC and the false-positive rate at 95% true-positive rate, and, for the score the version stores,
-the rates at its stored threshold (chosen on the validation split). Logits for ``max_logit`` and
-``energy`` come from the pooled features and the dense head (exact for this head, see
-:mod:`fish_platform.ml.explain`). JSON goes to ``benchmarks/results/`` unless ``--output`` says
-otherwise.
+(:data:`fish_platform.ml.calibration.SCORE_METHODS`, with the version's fitted temperature and its
+stored feature space: the head, and the training subspace for ``vim``) it reports AUROC and the
+false-positive rate at 95% true-positive rate, and the rates at the threshold the version stores for
+that score (chosen on the validation split). JSON goes to ``benchmarks/results/`` unless
+``--output`` says otherwise.
 """
 
 from __future__ import annotations
@@ -37,9 +36,8 @@ def load_version(tracking_uri: str, model_name: str, alias: str, version: str | 
     import mlflow
     from mlflow import MlflowClient
 
-    from fish_platform.ml.calibration import CalibrationRecord
     from fish_platform.ml.export import load_logged_keras
-    from fish_platform.ml.trust import CALIBRATION_ARTIFACT
+    from fish_platform.ml.trust import load_calibration
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
@@ -51,9 +49,7 @@ def load_version(tracking_uri: str, model_name: str, alias: str, version: str | 
     )
     model, meta = load_logged_keras(f"models:/{model_name}/{found.version}")
     try:
-        record = CalibrationRecord.from_dict(
-            mlflow.artifacts.load_dict(f"runs:/{found.run_id}/{CALIBRATION_ARTIFACT}")
-        )
+        record = load_calibration(found.run_id, tracking_uri)
     except Exception as exc:  # an older version without a calibration record: temperature 1
         print(f"no calibration record ({type(exc).__name__}); temperature 1, no stored threshold")
         record = None
@@ -78,17 +74,17 @@ def split_images(dataset: str, split: str, size: int) -> np.ndarray:
     )
 
 
-def probabilities_and_logits(model, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    from fish_platform.ml.explain import cam_model, head_weights
+def probabilities_and_embeddings(model, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and pooled embeddings (the spatial mean of the last feature map, as served)."""
+    from fish_platform.ml.explain import cam_model
 
     cam = cam_model(model)
-    kernel, bias = head_weights(model)
-    probabilities, logits = [], []
+    probabilities, embeddings = [], []
     for start in range(0, len(images), batch):
         p, feature_map = cam(images[start : start + batch], training=False)
         probabilities.append(np.asarray(p))
-        logits.append(np.asarray(feature_map).mean(axis=(1, 2)) @ kernel + bias)
-    return np.concatenate(probabilities), np.concatenate(logits)
+        embeddings.append(np.asarray(feature_map).mean(axis=(1, 2)))
+    return np.concatenate(probabilities), np.concatenate(embeddings)
 
 
 def main() -> None:
@@ -122,17 +118,34 @@ def main() -> None:
         "held-out species": folder_images(args.held_out, size),
         "not a fish": not_a_fish_images(size, args.not_a_fish, seed=0).astype(np.float32),
     }
-    outputs = {name: probabilities_and_logits(model, images) for name, images in sets.items()}
-    known_p, known_z = outputs["known (test split)"]
+    outputs = {name: probabilities_and_embeddings(model, images) for name, images in sets.items()}
+    if record is None or record.space is None:  # an older version: fit the head-only space here
+        from fish_platform.ml.calibration import FeatureSpace
+        from fish_platform.ml.explain import head_weights
+
+        space = FeatureSpace(*head_weights(model))
+    else:
+        space = record.space
+    known_p, known_e = outputs["known (test split)"]
     rows = []
     for method in SCORE_METHODS:
-        known = open_set_scores(known_p, method, temperature, logits=known_z)
+        try:
+            known = open_set_scores(known_p, method, temperature, embeddings=known_e, space=space)
+        except ValueError as exc:  # vim without a stored subspace
+            print(f"{method}: {exc}")
+            continue
+        stored = record.thresholds.get(method) if record else None
+        if record is not None and method == record.score_method:
+            stored = record.threshold
         for name in ("held-out species", "not a fish"):
-            p, z = outputs[name]
-            unknown = open_set_scores(p, method, temperature, logits=z)
-            stored = record is not None and method == record.score_method
-            report = open_set_report(known, unknown, record.threshold if stored else None)
-            rows.append({"score": method, "unknowns": name, "stored": stored, **report.as_dict()})
+            p, e = outputs[name]
+            unknown = open_set_scores(p, method, temperature, embeddings=e, space=space)
+            report = open_set_report(known, unknown, stored)
+            served = record is not None and method == record.score_method
+            rows.append(
+                {"score": method, "unknowns": name, "stored": served, "thresholded": stored is not None,
+                 **report.as_dict()}
+            )  # fmt: skip
     setup = {
         "version": version,
         "labels": len(labels),
@@ -140,18 +153,18 @@ def main() -> None:
         "temperature": temperature,
         "stored_score": record.score_method if record else None,
         "stored_threshold": record.threshold if record else None,
+        "vim_dimension": space.dimension,
         "held_out": held_out,
         "images": {name: int(len(images)) for name, images in sets.items()},
         "test_accuracy": float((known_p.argmax(axis=1) == _test_labels(args.dataset)).mean()),
     }
     print(json.dumps(setup))
-    print("\n| score | unknowns | AUROC | FPR at 95% TPR | at the stored threshold: TPR / FPR |")
+    print("\n| score | unknowns | AUROC | FPR at 95% TPR | at its stored threshold: TPR / FPR |")
     print("|---|---|---:|---:|---:|")
     for row in rows:
-        at = f"{row['tpr']:.3f} / {row['fpr']:.3f}" if row["stored"] else ""
-        print(
-            f"| {row['score']} | {row['unknowns']} | {row['auroc']:.3f} | {row['fpr_at_95_tpr']:.3f} | {at} |"
-        )
+        name = f"{row['score']} (served)" if row["stored"] else row["score"]
+        at = f"{row['tpr']:.3f} / {row['fpr']:.3f}" if row["thresholded"] else ""
+        print(f"| {name} | {row['unknowns']} | {row['auroc']:.3f} | {row['fpr_at_95_tpr']:.3f} | {at} |")
     output = args.output or RESULTS / f"open-set-{time.strftime('%Y%m%d-%H%M%S')}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"setup": setup, "rows": rows}, indent=2))

@@ -135,8 +135,12 @@ class ServedModel:
         answer.embedding = embedding
         answer.probabilities = np.asarray(calibrated, dtype=np.float32)  # the full vector, for the log
         if record is not None:
-            score = float(record.scores(probabilities[None])[0])
-            threshold = record.threshold if self.unknown_threshold is None else self.unknown_threshold
+            embeddings = None if embedding is None else np.asarray(embedding)[None]
+            method = record.method_for(embeddings)
+            score = float(record.scores(probabilities[None], embeddings)[0])
+            threshold = record.threshold_for(method)
+            if self.unknown_threshold is not None and method == record.score_method:
+                threshold = self.unknown_threshold
             answer["unknown"], answer["unknown_score"] = bool(score < threshold or blank), round(score, 6)
         return answer
 
@@ -152,7 +156,7 @@ class ServedModel:
             raise ExplainUnavailable(
                 f"version {self.info.version} ({self.info.runtime}) gives no feature map"
             )
-        answer = self.answer(probs[0])
+        answer = self.answer(probs[0], features[0].mean(axis=(0, 1)))
         if species is not None and species not in self.info.labels:
             raise ValueError(f"version {self.info.version} has no species {species!r}")
         index = int(np.argmax(probs[0])) if species is None else self.info.labels.index(species)
@@ -341,23 +345,29 @@ def registry_calibration(
     """Reads the calibration record logged with a version's run (None when it has none)."""
 
     def load(target: AliasTarget) -> CalibrationRecord | None:
-        import json
-
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        from fish_platform.ml.trust import CALIBRATION_ARTIFACT
+        from fish_platform.ml.trust import load_calibration
 
         if target.run_id is None:
             return None
         if tracking_uri:
             mlflow.set_tracking_uri(tracking_uri)
         try:
-            text = mlflow.artifacts.load_text(f"runs:/{target.run_id}/{CALIBRATION_ARTIFACT}")
+            record = load_calibration(target.run_id, tracking_uri)
         except (MlflowException, OSError) as exc:
             log_event(log, "no calibration with this version", version=target.version, error=str(exc)[:200])
             return None
-        return CalibrationRecord.from_dict(json.loads(text))
+        log_event(
+            log,
+            "open-set score of this version",
+            version=target.version,
+            score=record.score_method,
+            threshold=record.threshold,
+            feature_space=record.space is not None,
+        )
+        return record
 
     return load
 

@@ -15,7 +15,7 @@ class PredictResponse(BaseModel):
     request_id: str | None = None  # names this answer in POST /feedback and the prediction log
     top3: list[Prediction]  # calibrated confidences when the version has a calibration record
     unknown: bool = False  # true: probably not a species the model knows (the top-3 are best guesses)
-    unknown_score: float | None = None  # the open-set score (calibrated max probability); None: uncalibrated
+    unknown_score: float | None = None  # the version's open-set score (docs/serving.md); None: uncalibrated
     model_name: str
     model_version: str
     cached: bool

@@ -11,7 +11,6 @@ cannot be read or decoded gets a row with ``status="error"`` and a reason, never
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -111,14 +110,14 @@ class Scorer:
             chunk = ready[start : start + SCORE_BATCH]
             try:
                 pixels = np.stack([a for _, a in chunk])
-                probabilities = np.asarray(self.model.predict_arrays(pixels))
+                probabilities, embeddings = probabilities_and_embeddings(self.model, pixels)
             except Exception as exc:  # a runtime failure marks these rows, the run goes on
                 for row, _ in chunk:
                     row.update(
                         status="error", reason="model_error", detail=f"{type(exc).__name__}: {exc}"[:500]
                     )
                 continue
-            self._answer([row for row, _ in chunk], probabilities, pixels)
+            self._answer([row for row, _ in chunk], probabilities, pixels, embeddings)
         return rows
 
     def _row(self, uri: str) -> dict[str, Any]:
@@ -132,16 +131,30 @@ class Scorer:
         )
         return row
 
-    def _answer(self, rows: list[dict[str, Any]], raw: np.ndarray, pixels: np.ndarray) -> None:
-        calibrated = self.calibration.calibrate(raw) if self.calibration is not None else raw
-        unknown = self.calibration.is_unknown(raw, pixels) if self.calibration is not None else None
-        scores = self.calibration.scores(raw) if self.calibration is not None else None
+    def _answer(
+        self, rows: list[dict[str, Any]], raw: np.ndarray, pixels: np.ndarray, embeddings: np.ndarray | None
+    ) -> None:
+        record = self.calibration
+        calibrated = record.calibrate(raw) if record is not None else raw
+        unknown = record.is_unknown(raw, pixels, embeddings) if record is not None else None
+        scores = record.scores(raw, embeddings) if record is not None else None
         order = np.argsort(-calibrated, axis=1, kind="stable")[:, :TOP_K]
         for i, row in enumerate(rows):
             row["top_species"] = [self.labels[j] for j in order[i]]
             row["top_scores"] = [float(calibrated[i, j]) for j in order[i]]
             if unknown is not None:
                 row["unknown"], row["unknown_score"] = bool(unknown[i]), float(scores[i])
+
+
+def probabilities_and_embeddings(model: Any, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """One model call: probabilities and, where the runtime gives them, the pooled embeddings."""
+    if hasattr(model, "predict_with_embeddings"):  # the logged Keras model
+        return model.predict_with_embeddings(pixels)
+    if hasattr(model, "predict_with_features"):  # an optimized bundle: the feature map rides along
+        probabilities, features = model.predict_with_features(pixels)
+        embeddings = None if features is None else np.asarray(features, np.float32).mean(axis=(1, 2))
+        return np.asarray(probabilities), embeddings
+    return np.asarray(model.predict_arrays(pixels)), None
 
 
 def _bundle(client: Any, spec: ModelSpec) -> tuple[Any, list[str], int, str] | None:
@@ -162,8 +175,7 @@ def load_scorer(spec: ModelSpec) -> Scorer:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    from fish_platform.ml.calibration import CalibrationRecord
-    from fish_platform.ml.trust import CALIBRATION_ARTIFACT
+    from fish_platform.ml.trust import load_calibration
 
     registry_uri = spec.registry_uri or spec.tracking_uri
     mlflow.set_tracking_uri(spec.tracking_uri)
@@ -179,8 +191,7 @@ def load_scorer(spec: ModelSpec) -> Scorer:
         found = classifier, list(classifier.labels), int(classifier.image_size), "tensorflow"
     model, labels, image_size, runtime = found
     try:
-        text = mlflow.artifacts.load_text(f"runs:/{spec.run_id}/{CALIBRATION_ARTIFACT}")
-        calibration = CalibrationRecord.from_dict(json.loads(text))
+        calibration = load_calibration(spec.run_id, spec.tracking_uri)
     except (MlflowException, OSError):
         calibration = None
     return Scorer(spec, model, labels, image_size, runtime, calibration)

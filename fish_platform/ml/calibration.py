@@ -13,16 +13,21 @@ Open-set scores (higher = more like a known species):
 
 * ``"max_probability"``: the largest calibrated probability (maximum softmax probability, MSP).
 * ``"entropy"``: minus the entropy of the calibrated distribution (in nats, in ``[-log K, 0]``).
-* ``"max_logit"`` and ``"energy"`` need the *pre-softmax* logits, passed as ``logits=``. They
-  cannot be recovered from probabilities: the logits are only known up to a per-image additive
-  constant, and that constant is exactly what they measure. Over log-probabilities the energy
-  ``T * logsumexp(log p / T)`` is 0 for every image at ``T = 1`` and the max "logit" is just
-  ``log(max p)``, an order-preserving copy of ``"max_probability"``.
+* ``"max_logit"`` and ``"energy"`` need the *pre-softmax* logits. They cannot be recovered from
+  probabilities: the logits are only known up to a per-image additive constant, and that constant is
+  exactly what they measure. The head is one dense layer over the pooled embedding, so the logits are
+  ``embedding @ kernel + bias``: a :class:`FeatureSpace` holds the head, and the served runtimes give
+  the embedding with every answer.
+* ``"vim"`` (virtual-logit matching, Wang et al., CVPR 2022) adds what the logits cannot see: the part
+  of the embedding outside the principal subspace of the *training* embeddings. Score = energy (at
+  ``T = 1``) minus ``alpha`` times the norm of that residual, with ``alpha`` matching the residual's
+  scale to the largest logit's on training images. The subspace's dimension follows the method's
+  reference rule (:func:`vim_dimension`), not a search over unknowns.
 
-With today's model (softmax outputs only), prefer ``"max_probability"`` after temperature scaling:
-it is the established baseline, its threshold reads as a confidence, and it matches what the
-service reports as the top-1 confidence. ``"entropy"`` also looks at the runner-up classes, which
-helps when unknowns spread their mass over several species, but it is harder to explain.
+Which score a version stores is chosen by measurement on species held out of training
+(``benchmarks/open_set.py``, docs/training.md): the evaluation's ``open_set_score`` setting. A record
+keeps the threshold of every score (all fitted on the same validation images), so a runtime without
+embeddings falls back to ``max_probability`` at its own threshold, and says so.
 """
 
 from __future__ import annotations
@@ -51,8 +56,10 @@ def featureless(images: np.ndarray, max_std: float = FEATURELESS_STD) -> np.ndar
         raise ValueError(f"images must be (n, h, w, channels), got shape {batch.shape}")
     # Per channel over the picture (a plain red is as empty as a plain grey), the liveliest channel.
     return batch.reshape(batch.shape[0], -1, batch.shape[-1]).std(axis=1).max(axis=1) < max_std
-SCORE_METHODS = ("max_probability", "entropy", "max_logit", "energy")
+SCORE_METHODS = ("max_probability", "entropy", "max_logit", "energy", "vim")
 PROBABILITY_METHODS = ("max_probability", "entropy")  # the ones that work from probabilities alone
+FEATURE_METHODS = ("max_logit", "energy", "vim")  # the ones that need the embedding (and the head)
+FALLBACK_METHOD = "max_probability"
 # Floor for log(0): float32 softmax outputs underflow to exactly 0 below about this value. A tiny
 # floor keeps such classes negligible even at high temperatures (a floor of 1e-12 would give them
 # exp(log(1e-12) / 20) ~ 25% of the top class's weight at T = 20).
@@ -283,15 +290,24 @@ def open_set_scores(
     method: str = "max_probability",
     temperature: float = 1.0,
     logits: np.ndarray | None = None,
+    embeddings: np.ndarray | None = None,
+    space: FeatureSpace | None = None,
 ) -> np.ndarray:
     """One known-ness score per image, higher = more like a known species (see the module notes).
 
     ``max_probability`` and ``entropy`` use ``probabilities`` scaled by ``temperature``;
     ``max_logit`` (``max z``) and ``energy`` (``T * logsumexp(z / T)``, i.e. minus the energy) need
-    the pre-softmax ``logits`` and raise ``ValueError`` without them.
+    the pre-softmax ``logits``, or ``embeddings`` with the ``space`` holding the head; ``vim`` needs
+    ``embeddings`` and a ``space`` with a principal subspace. Missing inputs raise ``ValueError``.
     """
     if method not in SCORE_METHODS:
         raise ValueError(f"unknown open-set score {method!r}; choose one of {', '.join(SCORE_METHODS)}")
+    if method == "vim":
+        if embeddings is None or space is None or space.basis is None:
+            raise ValueError("'vim' needs the embeddings and a feature space with a principal subspace")
+        return space.vim(embeddings)
+    if logits is None and embeddings is not None and space is not None:
+        logits = space.logits(embeddings)
     if method in PROBABILITY_METHODS:
         if probabilities is None:
             if logits is None:
@@ -313,8 +329,100 @@ def open_set_scores(
         raise ValueError(f"logits must be (n_images, n_classes), got shape {z.shape}")
     if method == "max_logit":
         return z.max(axis=1)
+    return _energy(z, temperature)
+
+
+def _energy(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """``T * logsumexp(z / T)`` per row (minus the free energy)."""
     top = z.max(axis=1, keepdims=True) / temperature
     return temperature * (top[:, 0] + np.log(np.exp(z / temperature - top).sum(axis=1)))
+
+
+def vim_dimension(n_features: int, n_samples: int) -> int:
+    """The principal subspace's dimension for ``vim``: the reference implementation's rule (1000 for
+    2048+ features, 512 for 768+, half the features below), at most half the fitting images (beyond
+    that the training images span the subspace and their residual, ``alpha``'s scale, vanishes)."""
+    rule = 1000 if n_features >= 2048 else 512 if n_features >= 768 else n_features // 2
+    return max(1, min(rule, n_samples // 2, n_features - 1))
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """What the feature scores need besides the embedding: the dense head and, for ``vim``, the
+    principal subspace of the training embeddings (stored beside the calibration record as ``.npz``).
+
+    ``kernel`` ``(features, classes)`` and ``bias`` ``(classes,)`` are the head's; ``origin`` is the
+    point the head maps to all-zero logits (``-pinv(kernel.T) @ bias``), around which the subspace is
+    taken; ``basis`` ``(features, D)`` is orthonormal; ``alpha`` scales the residual's norm.
+    """
+
+    kernel: np.ndarray
+    bias: np.ndarray
+    origin: np.ndarray | None = None
+    basis: np.ndarray | None = None
+    alpha: float = 0.0
+
+    @classmethod
+    def fit(
+        cls, embeddings: np.ndarray, kernel: np.ndarray, bias: np.ndarray, dimension: int | None = None
+    ) -> FeatureSpace:
+        """The subspace of ``embeddings`` (training images) for ``vim``, after ``vim_dimension``."""
+        x = np.asarray(embeddings, dtype=np.float64)
+        kernel64, bias64 = np.asarray(kernel, np.float64), np.asarray(bias, np.float64)
+        if x.ndim != 2 or x.shape[1] != kernel64.shape[0]:
+            raise ValueError(f"embeddings must be (n, {kernel64.shape[0]}), got shape {x.shape}")
+        if len(x) < 4:
+            raise ValueError(f"a feature space needs at least 4 training embeddings, got {len(x)}")
+        origin = -np.linalg.pinv(kernel64.T) @ bias64
+        centred = x - origin
+        dimension = dimension or vim_dimension(x.shape[1], len(x))
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        basis = vt[:dimension].T
+        residual = _residual_norm(centred, basis)
+        max_logit = (x @ kernel64 + bias64).max(axis=1)
+        alpha = float(max_logit.mean() / max(residual.mean(), 1e-12))
+        return cls(kernel64.astype(np.float32), bias64.astype(np.float32), origin.astype(np.float32),
+                   basis.astype(np.float32), alpha)  # fmt: skip
+
+    @property
+    def dimension(self) -> int | None:
+        return None if self.basis is None else int(self.basis.shape[1])
+
+    def logits(self, embeddings: np.ndarray) -> np.ndarray:
+        return np.asarray(embeddings, dtype=np.float64) @ self.kernel + self.bias
+
+    def vim(self, embeddings: np.ndarray) -> np.ndarray:
+        """Energy (``T = 1``) minus ``alpha`` times the residual outside the principal subspace."""
+        if self.basis is None or self.origin is None:
+            raise ValueError("this feature space has no principal subspace")
+        x = np.atleast_2d(np.asarray(embeddings, dtype=np.float64))
+        return _energy(self.logits(x)) - self.alpha * _residual_norm(x - self.origin, self.basis)
+
+    def to_bytes(self) -> bytes:
+        arrays = {"kernel": self.kernel, "bias": self.bias, "alpha": np.float64(self.alpha)}
+        if self.basis is not None and self.origin is not None:
+            arrays.update(origin=self.origin, basis=self.basis)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> FeatureSpace:
+        with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+            return cls(
+                kernel=arrays["kernel"],
+                bias=arrays["bias"],
+                origin=arrays["origin"] if "origin" in arrays else None,
+                basis=arrays["basis"] if "basis" in arrays else None,
+                alpha=float(arrays["alpha"]),
+            )
+
+
+def _residual_norm(centred: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Norm of each row's part outside the span of ``basis``'s orthonormal columns."""
+    total = (centred**2).sum(axis=1)
+    inside = ((centred @ basis) ** 2).sum(axis=1)
+    return np.sqrt(np.maximum(total - inside, 0.0))
 
 
 def choose_threshold(known_scores: np.ndarray, tpr: float = DEFAULT_TPR) -> float:
@@ -390,9 +498,12 @@ def open_set_report(
 
 @dataclass(frozen=True)
 class CalibrationRecord:
-    """Temperature and open-set threshold fitted on validation images, stored with a model version.
+    """Temperature and open-set thresholds fitted on validation images, stored with a model version.
 
-    An image is "unknown" when ``open_set_scores(p, score_method, temperature) < threshold``.
+    An image is "unknown" when its ``score_method`` score is below ``threshold`` (or, where that score
+    cannot be computed, its :data:`FALLBACK_METHOD` score below that method's own threshold in
+    ``thresholds``). ``space`` (the head and subspace the feature scores need) is stored beside the
+    record's JSON, not in it.
     """
 
     temperature: float
@@ -404,27 +515,31 @@ class CalibrationRecord:
     n_images: int = 0
     bins: int = DEFAULT_BINS
     extra: dict[str, Any] = field(default_factory=dict)  # JSON-able notes (split, fingerprint...)
+    thresholds: dict[str, float] = field(default_factory=dict)  # every score's, on the same images
+    space: FeatureSpace | None = field(default=None, repr=False, compare=False)
 
-    FORMAT_VERSION = 1
+    FORMAT_VERSION = 2  # 2 added thresholds and the feature scores; 1 is still read
 
     def __post_init__(self) -> None:
-        if self.score_method not in PROBABILITY_METHODS:
+        if self.score_method not in SCORE_METHODS:
             raise ValueError(
-                f"a stored calibration must use a probability score ({', '.join(PROBABILITY_METHODS)}), "
-                f"got {self.score_method!r}"
+                f"unknown open-set score {self.score_method!r}; choose one of {', '.join(SCORE_METHODS)}"
             )
+        if self.score_method in FEATURE_METHODS and FALLBACK_METHOD not in self.thresholds:
+            raise ValueError(f"a record with {self.score_method!r} needs a {FALLBACK_METHOD!r} threshold too")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
+        values.pop("space")
         values["format_version"] = self.FORMAT_VERSION
         return values
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> CalibrationRecord:
+    def from_dict(cls, values: dict[str, Any], space: FeatureSpace | None = None) -> CalibrationRecord:
         version = values.get("format_version", cls.FORMAT_VERSION)
-        if version != cls.FORMAT_VERSION:
+        if version not in (1, cls.FORMAT_VERSION):
             raise ValueError(f"unsupported calibration format_version {version!r}")
         missing = [name for name in ("temperature", "threshold", "score_method", "ece_before", "ece_after")
                    if name not in values]
@@ -440,18 +555,47 @@ class CalibrationRecord:
             n_images=int(values.get("n_images", 0)),
             bins=int(values.get("bins", DEFAULT_BINS)),
             extra=dict(values.get("extra", {})),
+            thresholds={str(k): float(v) for k, v in values.get("thresholds", {}).items()},
+            space=space,
         )
 
     def calibrate(self, probabilities: np.ndarray) -> np.ndarray:
         return apply_temperature(probabilities, self.temperature)
 
-    def scores(self, probabilities: np.ndarray) -> np.ndarray:
-        return open_set_scores(probabilities, self.score_method, self.temperature)
+    def method_for(self, embeddings: np.ndarray | None) -> str:
+        """The stored score if its inputs are at hand, else :data:`FALLBACK_METHOD`."""
+        if self.score_method in PROBABILITY_METHODS:
+            return self.score_method
+        if embeddings is None or self.space is None:
+            return FALLBACK_METHOD
+        if self.score_method == "vim" and self.space.basis is None:
+            return FALLBACK_METHOD
+        return self.score_method
 
-    def is_unknown(self, probabilities: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
+    def threshold_for(self, method: str) -> float:
+        return self.threshold if method == self.score_method else self.thresholds[method]
+
+    def scores(self, probabilities: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
+        """Known-ness scores with the stored method (see :meth:`method_for`)."""
+        method = self.method_for(embeddings)
+        return open_set_scores(
+            probabilities, method, self.temperature, embeddings=embeddings, space=self.space
+        )
+
+    def is_unknown(
+        self,
+        probabilities: np.ndarray,
+        images: np.ndarray | None = None,
+        embeddings: np.ndarray | None = None,
+        threshold: float | None = None,
+    ) -> np.ndarray:
         """Boolean per image: below the threshold, i.e. probably not a species the model knows, or
-        (given the model's input ``images``) a featureless picture (:func:`featureless`)."""
-        unknown = self.scores(probabilities) < self.threshold
+        (given the model's input ``images``) a featureless picture (:func:`featureless`).
+        ``threshold`` overrides the stored score's threshold (not the fallback's)."""
+        method = self.method_for(embeddings)
+        overridden = threshold is not None and method == self.score_method
+        limit = threshold if overridden else self.threshold_for(method)
+        unknown = self.scores(probabilities, embeddings) < limit
         return unknown if images is None else unknown | featureless(images)
 
 
@@ -462,15 +606,30 @@ def fit_calibration(
     tpr: float = DEFAULT_TPR,
     bins: int = DEFAULT_BINS,
     extra: dict[str, Any] | None = None,
+    embeddings: np.ndarray | None = None,
+    space: FeatureSpace | None = None,
 ) -> CalibrationRecord:
-    """Fit the temperature, then the open-set threshold on the calibrated scores of the same images."""
+    """Fit the temperature, then every score's open-set threshold on the same (validation) images.
+
+    The feature scores need ``embeddings`` of these images and the ``space`` (head and, for ``vim``,
+    the training subspace); without them only the probability scores get thresholds, and asking for a
+    feature score is an error.
+    """
     probabilities = _as_probabilities(probabilities)
     temperature = fit_temperature(probabilities, labels)
     calibrated = apply_temperature(probabilities, temperature)
-    scores = open_set_scores(probabilities, score_method, temperature)
+    thresholds: dict[str, float] = {}
+    for method in SCORE_METHODS:
+        try:
+            scores = open_set_scores(probabilities, method, temperature, embeddings=embeddings, space=space)
+        except ValueError:
+            continue  # its inputs are not there
+        thresholds[method] = choose_threshold(scores, tpr)
+    if score_method not in thresholds:
+        raise ValueError(f"open-set score {score_method!r} needs the embeddings and the feature space")
     return CalibrationRecord(
         temperature=temperature,
-        threshold=choose_threshold(scores, tpr),
+        threshold=thresholds[score_method],
         score_method=score_method,
         ece_before=expected_calibration_error(probabilities, labels, bins),
         ece_after=expected_calibration_error(calibrated, labels, bins),
@@ -478,4 +637,6 @@ def fit_calibration(
         n_images=int(probabilities.shape[0]),
         bins=bins,
         extra=dict(extra or {}),
+        thresholds=thresholds,
+        space=space,
     )

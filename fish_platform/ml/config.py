@@ -97,6 +97,14 @@ class EvaluationConfig:
     behaviour_images: int = doc("test images used by the flip and brightness/contrast checks", 64)
     not_a_fish_images: int = doc("generated colours, noise and patterns for the unknown check", 28)
     min_species_recall: float = doc("each species' test recall must reach this (minimum functionality)", 0.5)
+    open_set_score: str = doc(
+        "the stored 'unknown' score: vim, energy, max_logit, max_probability or entropy (picked by "
+        "measurement on held-out species, docs/training.md)",
+        "vim",
+    )
+    open_set_fit_images: int = doc(
+        "training images whose embeddings fit the vim subspace (evenly spread over the split)", 4000
+    )
     # Off by default: small models trained from scratch fail them (docs/training.md has the figures).
     block_on_behaviour: bool = doc(
         "a failing behavioural check blocks promotion (else it warns); unset: the profile's "

@@ -30,6 +30,7 @@ class SplitPredictions:
     true_species: list[str]
     probabilities: np.ndarray
     model_labels: list[str]
+    embeddings: np.ndarray | None = None  # (N, features), when asked for (the open-set scores)
 
     def top_k(self, k: int) -> list[list[str]]:
         order = top_k_indices(self.probabilities, k)
@@ -67,21 +68,39 @@ class Evaluation:
 
 
 def predict_split(
-    model: FishClassifierModel, dataset: DatasetLike, split: str = "test", batch_size: int | None = None
+    model: FishClassifierModel,
+    dataset: DatasetLike,
+    split: str = "test",
+    batch_size: int | None = None,
+    embeddings: bool = False,
+    every: int = 1,
 ) -> SplitPredictions:
-    """Run ``model`` over a split, reading the Parquet files one record batch at a time."""
+    """Run ``model`` over a split, reading the Parquet files one record batch at a time.
+
+    ``embeddings``: keep each image's pooled embedding too; ``every``: only every ``every``-th image
+    (in the split's stable order: an even sample of a large split).
+    """
     batch_size = batch_size or EvaluationConfig().batch_size
     sha256: list[str] = []
     species: list[str] = []
     parts: list[np.ndarray] = []
+    embedded: list[np.ndarray] = []
     pending: list[bytes] = []
 
     def flush() -> None:
         if pending:
-            parts.append(model.predict_arrays(model.decode(pending)))
+            batch = model.decode(pending)
+            if embeddings:
+                probabilities, features = model.predict_with_embeddings(batch)
+                embedded.append(features)
+            else:
+                probabilities = model.predict_arrays(batch)
+            parts.append(probabilities)
             pending.clear()
 
-    for row in iter_rows(dataset, split, ["image", "species", "sha256"]):
+    for index, row in enumerate(iter_rows(dataset, split, ["image", "species", "sha256"])):
+        if index % every:
+            continue
         sha256.append(row["sha256"])
         species.append(row["species"])
         pending.append(row["image"])
@@ -89,7 +108,8 @@ def predict_split(
             flush()
     flush()
     probabilities = np.concatenate(parts) if parts else np.zeros((0, len(model.labels)), np.float32)
-    return SplitPredictions(sha256, species, probabilities, list(model.labels))
+    features = np.concatenate(embedded) if embedded else None
+    return SplitPredictions(sha256, species, probabilities, list(model.labels), features)
 
 
 def classification_report(
@@ -175,10 +195,10 @@ def evaluate_classifier(
     config = config or EvaluationConfig()
     split, batch_size, latency_calls = config.split, config.batch_size, config.latency_calls
     info = read_dataset_info(dataset)
-    predictions = predict_split(model, dataset, split, batch_size)
+    predictions = predict_split(model, dataset, split, batch_size, embeddings=True)
     ranked = predictions.top_k(TOP_K)
     summary, per_class, confusion = classification_report(predictions.true_species, ranked, info.labels)
-    val_predictions = predict_split(model, dataset, "val", batch_size)
+    val_predictions = predict_split(model, dataset, "val", batch_size, embeddings=True)
     trust = assess_trust(model, dataset, val_predictions, predictions, config)
     sample_images = first_images(dataset, split, latency_calls)
     latency = {}

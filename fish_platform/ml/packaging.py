@@ -130,6 +130,40 @@ class FishClassifierModel(mlflow.pyfunc.PythonModel):
         ]
         return np.concatenate(parts).astype(np.float32, copy=False)
 
+    def predict_with_embeddings(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``uint8 (N, S, S, 3)`` -> probabilities and the pooled embeddings (the dense head's input,
+        the spatial mean of the last feature map, as the served runtimes give it)."""
+        if getattr(self, "_embedded", None) is None:
+            import tensorflow as tf
+
+            from fish_platform.ml.explain import cam_model
+
+            both = cam_model(self._model)
+            size = self.image_size
+
+            @tf.function(
+                input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)], reduce_retracing=True
+            )
+            def embedded(images: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+                probabilities, feature_map = both(tf.cast(images, tf.float32), training=False)
+                return probabilities, tf.reduce_mean(feature_map, axis=[1, 2])
+
+            self._embedded = embedded
+        batch = np.asarray(batch)
+        self.predict_arrays(batch[:0])  # the same input checks
+        parts = [self._embedded(batch[i : i + MAX_BATCH]) for i in range(0, len(batch), MAX_BATCH)]
+        if not parts:
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 0), np.float32)
+        probabilities = np.concatenate([p.numpy() for p, _ in parts]).astype(np.float32, copy=False)
+        return probabilities, np.concatenate([e.numpy() for _, e in parts]).astype(np.float32, copy=False)
+
+    @property
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """The dense head's ``(kernel (features, classes), bias)``."""
+        from fish_platform.ml.explain import head_weights
+
+        return head_weights(self._model)
+
     def decode(self, images: list[bytes]) -> np.ndarray:
         """Encoded images -> the uint8 batch the model takes, prepared exactly as the dataset job does."""
         return np.stack([to_model_input(data, self.image_size) for data in images])

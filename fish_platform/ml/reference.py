@@ -124,8 +124,8 @@ class ImageProfiler:
         unknown = scores = None
         if self.calibration is not None:
             probabilities = np.asarray(self.calibration.calibrate(raw), dtype=np.float32)
-            unknown = np.asarray(self.calibration.is_unknown(raw), dtype=bool)
-            scores = np.asarray(self.calibration.scores(raw), dtype=np.float32)
+            unknown = np.asarray(self.calibration.is_unknown(raw, batch, embeddings), dtype=bool)
+            scores = np.asarray(self.calibration.scores(raw, embeddings), dtype=np.float32)
         return Profile(
             labels=list(self.model.labels),
             probabilities=probabilities,

@@ -23,7 +23,7 @@ from fish_platform.ml.packaging import load_classifier, log_classifier
 from fish_platform.ml.plots import confusion_matrix_png, training_curves_png
 from fish_platform.ml.reference import build_reference, log_reference
 from fish_platform.ml.train import EpochCallback, EpochRecord, TrainResult, train_classifier
-from fish_platform.ml.trust import CALIBRATION_ARTIFACT
+from fish_platform.ml.trust import log_calibration
 
 
 @dataclass
@@ -161,7 +161,7 @@ def evaluate_and_log(
         )
         _log_png(confusion, f"evaluation/{split}_confusion_matrix.png")
         if evaluation.trust is not None:  # the service reads the record from here (serving/inference.py)
-            mlflow.log_dict(evaluation.trust.calibration.as_dict(), CALIBRATION_ARTIFACT)
+            log_calibration(evaluation.trust.calibration)
             _log_png(evaluation.trust.reliability_png, f"evaluation/{split}_reliability.png")
         # What drift monitoring compares this version's traffic with (fish_platform/ml/reference.py).
         calibration = evaluation.trust.calibration if evaluation.trust is not None else None

@@ -186,8 +186,11 @@ def test_calibration_record_round_trips_and_rejects_unknowns():
     assert (~record.is_unknown(distorted)).mean() == pytest.approx(0.95, abs=0.005)
 
     stored = json.loads(json.dumps(record.as_dict()))
-    assert stored["format_version"] == 1
+    assert stored["format_version"] == 2
     assert CalibrationRecord.from_dict(stored) == record
+    assert set(stored["thresholds"]) == {"max_probability", "entropy"}  # no embeddings: no feature scores
+    version_1 = {k: v for k, v in stored.items() if k != "thresholds"} | {"format_version": 1}
+    assert CalibrationRecord.from_dict(version_1).threshold == record.threshold
     uniform = np.full((4, 5), 0.2)
     assert record.is_unknown(uniform).all()
 
@@ -195,8 +198,10 @@ def test_calibration_record_round_trips_and_rejects_unknowns():
         CalibrationRecord.from_dict({k: v for k, v in stored.items() if k != "threshold"})
     with pytest.raises(ValueError, match="format_version"):
         CalibrationRecord.from_dict({**stored, "format_version": 99})
-    with pytest.raises(ValueError, match="probability score"):
+    with pytest.raises(ValueError, match="'max_probability' threshold too"):
         CalibrationRecord(1.0, 0.5, "energy", 0.1, 0.05)
+    with pytest.raises(ValueError, match="needs the embeddings"):
+        fit_calibration(distorted, labels, score_method="vim")
 
 
 def test_featureless_pictures_are_unknown_whatever_the_score():
@@ -220,3 +225,105 @@ def test_featureless_pictures_are_unknown_whatever_the_score():
     assert record.is_unknown(sure).tolist() == [False, False]  # the score alone accepts both
     both = np.concatenate([plain[:1], textured[:1]])
     assert record.is_unknown(sure, both).tolist() == [True, False]
+
+
+def _feature_world(seed: int = 0, features: int = 64, classes: int = 4, n: int = 400):
+    """Embeddings of known species in a 12-dimensional subspace (plus a little noise), a head over
+    them, and unknowns that have the same logits as knowns but lie partly outside the subspace: only
+    a score that looks beyond the logits can tell them apart."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(features, 12)))[0]
+    centres = rng.normal(0, 3, (classes, 12))
+    labels = rng.integers(0, classes, 3 * n)
+    inside = (centres[labels] + rng.normal(0, 1, (3 * n, 12))) @ basis.T
+    known = inside + rng.normal(0, 0.05, (3 * n, features))
+    kernel = basis @ centres.T / 3  # (features, classes): reads the subspace only
+    bias = rng.normal(0, 0.1, classes)
+    outside = np.linalg.qr(np.concatenate([basis, rng.normal(size=(features, 1))], axis=1))[0][:, -1]
+    unknown = known[2 * n :] + 4.0 * outside  # same logits (the head ignores the out-of-subspace part)
+    split = {"train": known[:n], "val": known[n : 2 * n], "test": known[2 * n :]}
+    return split, labels[: 3 * n], unknown, kernel, bias
+
+
+def test_vim_sees_what_the_logits_cannot():
+    from fish_platform.ml.calibration import FeatureSpace, vim_dimension
+
+    split, _, unknown, kernel, bias = _feature_world()
+    space = FeatureSpace.fit(split["train"], kernel, bias, dimension=12)
+    assert space.basis.shape == (64, 12) and space.alpha > 0
+    # The origin is where the head gives all-zero logits.
+    np.testing.assert_allclose(space.logits(space.origin[None]), 0.0, atol=1e-5)
+    known_vim = open_set_scores(None, "vim", embeddings=split["test"], space=space)
+    unknown_vim = open_set_scores(None, "vim", embeddings=unknown, space=space)
+    known_energy = open_set_scores(None, "energy", embeddings=split["test"], space=space)
+    unknown_energy = open_set_scores(None, "energy", embeddings=unknown, space=space)
+    np.testing.assert_allclose(known_energy, unknown_energy, rtol=1e-4)  # the logits cannot tell
+    assert auroc(known_vim, unknown_vim) > 0.99
+    with pytest.raises(ValueError, match="'vim' needs"):
+        open_set_scores(None, "vim", embeddings=split["test"])
+
+    restored = FeatureSpace.from_bytes(space.to_bytes())
+    np.testing.assert_allclose(restored.vim(unknown), space.vim(unknown), rtol=1e-6)
+    head_only = FeatureSpace.from_bytes(FeatureSpace(kernel, bias).to_bytes())
+    assert head_only.basis is None and head_only.dimension is None
+
+    # The reference rule, capped at half the fitting images.
+    assert vim_dimension(2560, 10_000) == 1000 and vim_dimension(1280, 10_000) == 512
+    assert vim_dimension(512, 10_000) == 256 and vim_dimension(1280, 96) == 48
+
+
+def test_a_vim_record_falls_back_to_max_probability_without_embeddings():
+    from fish_platform.ml.calibration import FeatureSpace
+
+    split, labels, unknown, kernel, bias = _feature_world(seed=1)
+    n = len(split["train"])
+    space = FeatureSpace.fit(split["train"], kernel, bias, dimension=12)
+    val_p = _softmax(space.logits(split["val"]))
+    val_labels = labels[n : 2 * n]
+    record = fit_calibration(val_p, val_labels, score_method="vim", embeddings=split["val"], space=space)
+    assert set(record.thresholds) == {"max_probability", "entropy", "max_logit", "energy", "vim"}
+    assert record.threshold == record.thresholds["vim"]
+
+    test_p = _softmax(space.logits(split["test"]))
+    unknown_p = _softmax(space.logits(unknown))
+    assert record.method_for(split["test"]) == "vim"
+    assert (~record.is_unknown(test_p, embeddings=split["test"])).mean() == pytest.approx(0.95, abs=0.05)
+    assert record.is_unknown(unknown_p, embeddings=unknown).mean() > 0.95  # vim refuses them
+    # Without embeddings: max probability at its own threshold, which accepts the look-alikes.
+    assert record.method_for(None) == "max_probability"
+    fallback = record.scores(unknown_p)
+    np.testing.assert_allclose(fallback, open_set_scores(unknown_p, "max_probability", record.temperature))
+    assert record.is_unknown(unknown_p).mean() < 0.2
+    # An override moves the stored score's threshold, not the fallback's.
+    assert record.is_unknown(unknown_p, embeddings=unknown, threshold=-1e9).sum() == 0
+    assert record.is_unknown(unknown_p, threshold=-1e9).tolist() == record.is_unknown(unknown_p).tolist()
+
+    stored = json.loads(json.dumps(record.as_dict()))
+    assert "space" not in stored
+    restored = CalibrationRecord.from_dict(stored, space=FeatureSpace.from_bytes(space.to_bytes()))
+    expected = record.scores(unknown_p, unknown)
+    np.testing.assert_allclose(restored.scores(unknown_p, unknown), expected, rtol=1e-5)
+    assert CalibrationRecord.from_dict(stored).method_for(unknown) == "max_probability"  # no space: fallback
+
+
+def test_the_record_and_its_feature_space_round_trip_through_an_mlflow_run(mlflow_store):
+    import mlflow
+
+    from fish_platform.ml.calibration import FeatureSpace
+    from fish_platform.ml.trust import CALIBRATION_ARTIFACT, SPACE_ARTIFACT, load_calibration, log_calibration
+
+    split, labels, unknown, kernel, bias = _feature_world(seed=2)
+    n = len(split["train"])
+    space = FeatureSpace.fit(split["train"], kernel, bias, dimension=12)
+    val_p = _softmax(space.logits(split["val"]))
+    val_labels = labels[n : 2 * n]
+    record = fit_calibration(val_p, val_labels, score_method="vim", embeddings=split["val"], space=space)
+    with mlflow.start_run(experiment_id=mlflow_store.experiment_id) as run:
+        log_calibration(record)
+    listed = {item.path for item in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert listed == {CALIBRATION_ARTIFACT, SPACE_ARTIFACT}
+    loaded = load_calibration(run.info.run_id, mlflow_store.tracking_uri)
+    assert loaded == record and loaded.space is not None and loaded.method_for(unknown) == "vim"
+    unknown_p = _softmax(space.logits(unknown))
+    expected = record.scores(unknown_p, unknown)
+    np.testing.assert_allclose(loaded.scores(unknown_p, unknown), expected, rtol=1e-5)

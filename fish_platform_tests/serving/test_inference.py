@@ -240,3 +240,37 @@ def test_a_calibrated_version_answers_calibrated_top3_and_flags_unknown_images()
     assert raw["unknown"] is False and raw["unknown_score"] is None and raw["top3"][0]["confidence"] == 0.96
     blank = served.answer(sure, blank=True)  # a featureless picture: unknown however sure the model is
     assert blank["unknown"] and blank["unknown_score"] > 0.6 and blank["top3"] == confident["top3"]
+
+
+def test_a_vim_version_judges_unknown_from_the_embedding_and_falls_back_without_one():
+    import numpy as np
+
+    from fish_platform.ml.calibration import FeatureSpace, fit_calibration
+    from serving.inference import ModelInfo, ServedModel
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(16, 3)))[0]  # known embeddings live in 3 of 16 dimensions
+    labels = rng.integers(0, 3, 300)
+    known = (np.eye(3)[labels] * 4 + rng.normal(0, 0.3, (300, 3))) @ basis.T
+    kernel, bias = basis.copy(), np.zeros(3)  # the head reads the subspace only
+    space = FeatureSpace.fit(known[:200], kernel, bias, dimension=3)
+    logits = space.logits(known[200:])
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    record = fit_calibration(
+        probabilities, labels[200:], score_method="vim", embeddings=known[200:], space=space
+    )
+    info = ModelInfo(model_name="fish", version="9", image_size=8, labels=("Bass", "Trout", "Carp"))
+    served = ServedModel(info, model=None, calibration=record)
+
+    outside = np.linalg.qr(np.concatenate([basis, rng.normal(size=(16, 1))], axis=1))[0][:, -1]
+    typical = known[200]
+    stranger = typical + 6.0 * outside  # the same logits, far outside the known subspace
+    sure = probabilities[0].astype(np.float32)
+    assert served.answer(sure, typical.astype(np.float32))["unknown"] is False
+    answered = served.answer(sure, stranger.astype(np.float32))
+    assert answered["unknown"] is True and answered["unknown_score"] < record.threshold
+    assert answered["top3"] == served.answer(sure, typical.astype(np.float32))["top3"]
+    # No embedding (a runtime without the feature map): the max-probability score at its own threshold.
+    fallback = served.answer(sure)
+    assert fallback["unknown"] is False
+    assert fallback["unknown_score"] == round(float(record.calibrate(sure[None]).max()), 6)
