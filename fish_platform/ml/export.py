@@ -282,7 +282,9 @@ def _io_names(fmt: str, model_file: Path) -> tuple[str, str, str | None]:
     from fish_platform.ml.optimize import output_roles
 
     if fmt == "openvino":
-        import openvino as ov
+        from fish_platform.ml.runtimes import import_openvino
+
+        ov = import_openvino()
 
         model = ov.Core().read_model(str(model_file))
         probs, features = output_roles([tuple(o.get_partial_shape()) for o in model.outputs])

@@ -220,7 +220,9 @@ def convert_to_openvino(source: Any, out_dir: Path | str) -> Path:
     Weights stay FP32 (``compress_to_fp16=False``; OpenVINO's default would halve them to FP16).
     The batch dimension stays dynamic. Returns the path of ``model.xml``.
     """
-    import openvino as ov
+    from fish_platform.ml.runtimes import import_openvino
+
+    ov = import_openvino()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -318,8 +320,12 @@ def quantize_int8(
     ``subset_size`` images (default: all, up to :data:`INT8_CALIBRATION_SUBSET`). The result is
     not checked here: gate it with :func:`evaluate_int8` or :func:`quantize_int8_gated`.
     """
+    from fish_platform.ml.runtimes import import_openvino, no_openvino_telemetry
+
+    no_openvino_telemetry()
     import nncf
-    import openvino as ov
+
+    ov = import_openvino()
 
     images = np.ascontiguousarray(calibration_images, dtype=np.float32)
     if images.ndim != 4 or len(images) == 0:

@@ -71,6 +71,35 @@ CGROUP_V1_CPU_DIR = Path("/sys/fs/cgroup/cpu")
 # --- thread counts -------------------------------------------------------------------------------
 
 
+def no_openvino_telemetry() -> None:
+    """Keep OpenVINO's converter and NNCF from sending usage telemetry from this process.
+
+    Both report to Google Analytics unless the user opted out (``openvino_telemetry``'s consent file
+    under the home directory), and each event forks a process to send it. Where the network is closed
+    (a cluster without egress, this project's test machines) that process waits on DNS, and the
+    interpreter waits for it at exit: a finished conversion or test run never exits. This gives the
+    answer ``opt_in_out --opt_out`` gives, for this process only, without writing to the home folder.
+    """
+    try:
+        from openvino_telemetry import Telemetry
+        from openvino_telemetry.utils import opt_in_checker
+    except ImportError:  # no telemetry package: nothing to opt out of
+        return
+    declined = opt_in_checker.ConsentCheckResult.DECLINED
+    opt_in_checker.OptInChecker.check = lambda self, *args, **kwargs: declined
+    existing = getattr(Telemetry, "_SingletonMetaClass__single_instance", None)
+    if existing is not None:  # made before this call: withdraw its consent too
+        existing.consent = False
+
+
+def import_openvino() -> Any:
+    """``import openvino``, with its telemetry off (:func:`no_openvino_telemetry`)."""
+    no_openvino_telemetry()
+    import openvino
+
+    return openvino
+
+
 def parse_cpu_quantity(value: float | int | str) -> float:
     """A CPU amount as Kubernetes writes it (``"2"``, ``"1.5"``, ``"500m"``) or a number -> cores."""
     if isinstance(value, bool):
@@ -238,7 +267,7 @@ class OpenVINOClassifier:
         max_batch: int = DEFAULT_MAX_BATCH,
         config: dict[str, Any] | None = None,
     ) -> None:
-        import openvino as ov
+        ov = import_openvino()
 
         self.path = Path(xml_path)
         if not self.path.is_file():

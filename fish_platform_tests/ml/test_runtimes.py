@@ -206,3 +206,20 @@ def test_openvino_litert_and_onnx_never_import_tensorflow(tiny):
     reference = reference_probabilities(tiny.model, images)
     for name, probs in answer["probs"].items():
         np.testing.assert_allclose(np.array(probs), reference, atol=1e-5, err_msg=name)
+
+
+def test_openvino_telemetry_is_declined_in_the_processes_that_import_openvino():
+    """OpenVINO's converter and NNCF send usage events unless declined; each event forks a sender,
+    which on a closed network hangs in DNS and keeps the interpreter from exiting."""
+    pytest.importorskip("openvino_telemetry")
+    from openvino_telemetry import Telemetry
+
+    from fish_platform.ml.runtimes import import_openvino
+
+    assert hasattr(import_openvino(), "Core")
+    telemetry = Telemetry(tid="G-TEST", app_name="fish-test", app_version="0", backend="ga4",
+                          enable_opt_in_dialog=False, disable_in_ci=False)  # fmt: skip
+    # The same call OpenVINO's converter makes (no consent file: sends by default), re-run on purpose.
+    telemetry.init(tid="G-TEST", app_name="fish-test", app_version="0", backend="ga4",
+                   enable_opt_in_dialog=False, disable_in_ci=False)  # fmt: skip
+    assert telemetry.consent is False
