@@ -272,15 +272,23 @@ def test_vim_sees_what_the_logits_cannot():
     assert vim_dimension(512, 10_000) == 256 and vim_dimension(1280, 96) == 48
 
 
-def test_a_vim_record_falls_back_to_max_probability_without_embeddings():
+def _vim_record(seed: int):
+    """A feature world, its fitted space (12 dimensions) and a vim record fitted on its validation part."""
     from fish_platform.ml.calibration import FeatureSpace
 
-    split, labels, unknown, kernel, bias = _feature_world(seed=1)
+    split, labels, unknown, kernel, bias = _feature_world(seed=seed)
     n = len(split["train"])
     space = FeatureSpace.fit(split["train"], kernel, bias, dimension=12)
     val_p = _softmax(space.logits(split["val"]))
     val_labels = labels[n : 2 * n]
     record = fit_calibration(val_p, val_labels, score_method="vim", embeddings=split["val"], space=space)
+    return split, unknown, space, record
+
+
+def test_a_vim_record_falls_back_to_max_probability_without_embeddings():
+    from fish_platform.ml.calibration import FeatureSpace
+
+    split, unknown, space, record = _vim_record(seed=1)
     assert set(record.thresholds) == {"max_probability", "entropy", "max_logit", "energy", "vim"}
     assert record.threshold == record.thresholds["vim"]
 
@@ -309,15 +317,9 @@ def test_a_vim_record_falls_back_to_max_probability_without_embeddings():
 def test_the_record_and_its_feature_space_round_trip_through_an_mlflow_run(mlflow_store):
     import mlflow
 
-    from fish_platform.ml.calibration import FeatureSpace
     from fish_platform.ml.trust import CALIBRATION_ARTIFACT, SPACE_ARTIFACT, load_calibration, log_calibration
 
-    split, labels, unknown, kernel, bias = _feature_world(seed=2)
-    n = len(split["train"])
-    space = FeatureSpace.fit(split["train"], kernel, bias, dimension=12)
-    val_p = _softmax(space.logits(split["val"]))
-    val_labels = labels[n : 2 * n]
-    record = fit_calibration(val_p, val_labels, score_method="vim", embeddings=split["val"], space=space)
+    split, unknown, space, record = _vim_record(seed=2)
     with mlflow.start_run(experiment_id=mlflow_store.experiment_id) as run:
         log_calibration(record)
     listed = {item.path for item in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
