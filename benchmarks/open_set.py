@@ -32,11 +32,11 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def load_version(tracking_uri: str, model_name: str, alias: str, version: str | None):
-    """(Keras model, metadata, calibration record or None, version) of the registered model."""
+    """(the logged classifier, calibration record or None, version) of the registered model."""
     import mlflow
     from mlflow import MlflowClient
 
-    from fish_platform.ml.export import load_logged_keras
+    from fish_platform.ml.packaging import load_classifier
     from fish_platform.ml.trust import load_calibration
 
     mlflow.set_tracking_uri(tracking_uri)
@@ -47,13 +47,13 @@ def load_version(tracking_uri: str, model_name: str, alias: str, version: str | 
         if version
         else client.get_model_version_by_alias(model_name, alias)
     )
-    model, meta = load_logged_keras(f"models:/{model_name}/{found.version}")
+    model = load_classifier(f"models:/{model_name}/{found.version}")
     try:
         record = load_calibration(found.run_id, tracking_uri)
     except Exception as exc:  # an older version without a calibration record: temperature 1
         print(f"no calibration record ({type(exc).__name__}); temperature 1, no stored threshold")
         record = None
-    return model, meta, record, str(found.version)
+    return model, record, str(found.version)
 
 
 def folder_images(folders: list[Path], size: int) -> np.ndarray:
@@ -62,7 +62,7 @@ def folder_images(folders: list[Path], size: int) -> np.ndarray:
     paths = sorted(p for folder in folders for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise SystemExit(f"no images under {', '.join(map(str, folders))}")
-    return np.stack([to_model_input(p.read_bytes(), size) for p in paths]).astype(np.float32)
+    return np.stack([to_model_input(p.read_bytes(), size) for p in paths])
 
 
 def split_images(dataset: str, split: str, size: int) -> np.ndarray:
@@ -74,22 +74,10 @@ def split_images(dataset: str, split: str, size: int) -> np.ndarray:
     )
 
 
-def probabilities_and_embeddings(model, images: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and pooled embeddings (the spatial mean of the last feature map, as served)."""
-    from fish_platform.ml.explain import cam_model
-
-    cam = cam_model(model)
-    probabilities, embeddings = [], []
-    for start in range(0, len(images), batch):
-        p, feature_map = cam(images[start : start + batch], training=False)
-        probabilities.append(np.asarray(p))
-        embeddings.append(np.asarray(feature_map).mean(axis=(1, 2)))
-    return np.concatenate(probabilities), np.concatenate(embeddings)
-
-
 def main() -> None:
     from fish_platform.ml.behaviour import not_a_fish_images
     from fish_platform.ml.calibration import SCORE_METHODS, open_set_report, open_set_scores
+    from fish_platform.ml.runtimes import probabilities_and_embeddings
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -106,8 +94,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
-    model, meta, record, version = load_version(args.tracking_uri, args.model_name, args.alias, args.version)
-    size, labels = int(meta["image_size"]), list(meta["labels"])
+    model, record, version = load_version(args.tracking_uri, args.model_name, args.alias, args.version)
+    size, labels = int(model.image_size), list(model.labels)
     held_out = [folder.name for folder in args.held_out]
     trained_on_held_out = sorted(set(held_out) & set(labels))
     if trained_on_held_out:
@@ -116,14 +104,13 @@ def main() -> None:
     sets = {
         "known (test split)": split_images(args.dataset, "test", size),
         "held-out species": folder_images(args.held_out, size),
-        "not a fish": not_a_fish_images(size, args.not_a_fish, seed=0).astype(np.float32),
+        "not a fish": not_a_fish_images(size, args.not_a_fish, seed=0),
     }
     outputs = {name: probabilities_and_embeddings(model, images) for name, images in sets.items()}
     if record is None or record.space is None:  # an older version: fit the head-only space here
         from fish_platform.ml.calibration import FeatureSpace
-        from fish_platform.ml.explain import head_weights
 
-        space = FeatureSpace(*head_weights(model))
+        space = FeatureSpace(*model.head)
     else:
         space = record.space
     known_p, known_e = outputs["known (test split)"]

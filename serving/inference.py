@@ -34,6 +34,7 @@ from fish_platform.imaging import resize_square
 from fish_platform.logs import log_event
 from fish_platform.ml.calibration import CalibrationRecord, featureless
 from fish_platform.ml.explain import class_activation_map
+from fish_platform.ml.runtimes import probabilities_and_embeddings
 from serving.predictor import ModelAnswer
 
 log = logging.getLogger("serving.inference")
@@ -193,11 +194,10 @@ def classify_batch(served: ServedModel, images: Sequence[np.ndarray]) -> list[di
         return []
     size = served.info.image_size
     batch = np.stack([fit_to_size(np.asarray(image, dtype=np.uint8), size) for image in images])
-    probs, features = run_model(served.model, batch)
+    probs, pooled = probabilities_and_embeddings(served.model, batch)
     if probs.shape != (len(images), len(served.info.labels)):
         raise RuntimeError(f"model returned shape {probs.shape} for {len(images)} images")
-    # The pooled embedding: the mean of the feature map over space (what the dense head sees).
-    embeddings = features.mean(axis=(1, 2), dtype=np.float32) if features is not None else [None] * len(probs)
+    embeddings = pooled if pooled is not None else [None] * len(probs)
     blank = featureless(batch)
     return [
         served.answer(row, embedding, bool(flat))

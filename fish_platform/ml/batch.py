@@ -25,6 +25,7 @@ from fish_platform.contract import DEFAULT_MAX_PIXELS, TOP_K
 from fish_platform.data.storage import join, open_storage, write_parquet
 from fish_platform.data.store import IMAGE_EXTENSIONS
 from fish_platform.imaging import InvalidImage, decode_image, resize_square, sha256_hex
+from fish_platform.ml.runtimes import probabilities_and_embeddings
 
 BATCH_RESULTS_PREFIX = "batch_predictions"
 RESULTS_FILE = "predictions.parquet"
@@ -40,6 +41,7 @@ RESULT_SCHEMA = pa.schema(
         ("top_scores", pa.list_(pa.float32())),
         ("unknown", pa.bool_()),  # null when the version has no open-set threshold
         ("unknown_score", pa.float32()),
+        ("unknown_method", pa.string()),  # the open-set score that set ``unknown`` (vim, or its fallback)
         ("width", pa.int32()),
         ("height", pa.int32()),
         ("model_name", pa.string()),
@@ -50,8 +52,8 @@ RESULT_SCHEMA = pa.schema(
 # What mapInPandas returns, as a Spark DDL string (lists as arrays).
 SPARK_SCHEMA = (
     "uri string, sha256 string, status string, reason string, detail string, top_species array<string>, "
-    "top_scores array<float>, unknown boolean, unknown_score float, width int, height int, "
-    "model_name string, model_version string, runtime string"
+    "top_scores array<float>, unknown boolean, unknown_score float, unknown_method string, width int, "
+    "height int, model_name string, model_version string, runtime string"
 )
 
 
@@ -138,23 +140,14 @@ class Scorer:
         calibrated = record.calibrate(raw) if record is not None else raw
         unknown = record.is_unknown(raw, pixels, embeddings) if record is not None else None
         scores = record.scores(raw, embeddings) if record is not None else None
+        method = record.method_for(embeddings) if record is not None else None
         order = np.argsort(-calibrated, axis=1, kind="stable")[:, :TOP_K]
         for i, row in enumerate(rows):
             row["top_species"] = [self.labels[j] for j in order[i]]
             row["top_scores"] = [float(calibrated[i, j]) for j in order[i]]
             if unknown is not None:
                 row["unknown"], row["unknown_score"] = bool(unknown[i]), float(scores[i])
-
-
-def probabilities_and_embeddings(model: Any, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """One model call: probabilities and, where the runtime gives them, the pooled embeddings."""
-    if hasattr(model, "predict_with_embeddings"):  # the logged Keras model
-        return model.predict_with_embeddings(pixels)
-    if hasattr(model, "predict_with_features"):  # an optimized bundle: the feature map rides along
-        probabilities, features = model.predict_with_features(pixels)
-        embeddings = None if features is None else np.asarray(features, np.float32).mean(axis=(1, 2))
-        return np.asarray(probabilities), embeddings
-    return np.asarray(model.predict_arrays(pixels)), None
+                row["unknown_method"] = method
 
 
 def _bundle(client: Any, spec: ModelSpec) -> tuple[Any, list[str], int, str] | None:

@@ -76,37 +76,27 @@ class Profile:
 
 
 class ImageProfiler:
-    """Probabilities and pooled embeddings of one loaded classifier, from the same decoded batch.
+    """Probabilities and pooled embeddings of one loaded classifier, from one call on each batch.
 
-    The embedding model is the EfficientNet base itself (``pooling="avg"``: its output *is* the
-    ``avg_pool`` layer's), called on the same float pixels the classifier's input layer passes it.
+    The embedding is the spatial mean of the last feature map (the dense head's input), the same
+    vector the service logs for each answer
+    (:func:`fish_platform.ml.runtimes.probabilities_and_embeddings`).
     """
 
     def __init__(self, model: Any, calibration: Any | None = None, batch_size: int = 32) -> None:
-        import tensorflow as tf
-
-        from fish_platform.ml.model import base_of
-
         self.model = model
         self.calibration = calibration
         self.batch_size = batch_size
-        base = base_of(model.keras_model)
-        size = model.image_size
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.uint8)], reduce_retracing=True)
-        def embed(images: tf.Tensor) -> tf.Tensor:
-            return base(tf.cast(images, tf.float32), training=False)
-
-        self._embed = embed
-        self.embedding_dim = int(base.output_shape[-1])
 
     def arrays(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``uint8 (N, S, S, 3)`` -> ``(raw probabilities, embeddings)``."""
-        probabilities = self.model.predict_arrays(batch)
-        step = self.batch_size
-        parts = [self._embed(batch[i : i + step]).numpy() for i in range(0, len(batch), step)]
-        embeddings = np.concatenate(parts) if parts else np.zeros((0, self.embedding_dim), np.float32)
-        return probabilities, embeddings.astype(np.float32, copy=False)
+        from fish_platform.ml.runtimes import probabilities_and_embeddings
+
+        probabilities, embeddings = probabilities_and_embeddings(self.model, batch)
+        if embeddings is None:
+            name = type(self.model).__name__
+            raise TypeError(f"{name} gives no embeddings: profile the logged Keras model")
+        return probabilities, embeddings
 
     def profile(
         self,

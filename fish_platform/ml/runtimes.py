@@ -220,6 +220,27 @@ class Classifier(Protocol):
     def predict_arrays(self, images: np.ndarray) -> np.ndarray: ...
 
 
+def probabilities_and_embeddings(model: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """One model call on a uint8 batch: the probabilities and the pooled embeddings, or ``None``.
+
+    The embedding is the spatial mean of the last feature map, the dense head's input: what the
+    service logs, the drift reference profiles and the ``vim`` open-set score reads. It works for the
+    logged Keras model (``predict_with_embeddings``), any runtime here or the service's Keras wrapper
+    (``predict_with_features``, ``None`` when the model was exported without its feature map) and
+    anything with ``predict_arrays`` alone (no embedding).
+    """
+    if hasattr(model, "predict_with_embeddings"):
+        probabilities, embeddings = model.predict_with_embeddings(images)
+        return np.asarray(probabilities, np.float32), np.asarray(embeddings, np.float32)
+    with_features = getattr(model, "predict_with_features", None)
+    if with_features is None:
+        return np.asarray(model.predict_arrays(images), np.float32), None
+    probabilities, features = with_features(images)
+    if features is None:
+        return np.asarray(probabilities, np.float32), None
+    return np.asarray(probabilities, np.float32), np.asarray(features).mean(axis=(1, 2), dtype=np.float32)
+
+
 def _roles(shapes: list[tuple[Any, ...]]) -> tuple[int, int | None]:
     from fish_platform.ml.optimize import output_roles  # light: imports no TensorFlow
 
