@@ -166,5 +166,5 @@ def load_calibration(run_id: str, tracking_uri: str | None = None) -> Calibratio
                 )
                 space = FeatureSpace.from_bytes(Path(path).read_bytes())
         except (MlflowException, OSError):
-            space = None  # the record falls back to max_probability; the caller logs which score it uses
+            space = None  # the record falls back to max_probability (its `method_for` says so)
     return CalibrationRecord.from_dict(values, space=space)

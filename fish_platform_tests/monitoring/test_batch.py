@@ -87,6 +87,7 @@ def test_spark_scores_a_batch_on_the_optimized_runtime(production, spark) -> Non
         assert row["top_scores"] == pytest.approx(want["top_scores"], abs=1e-5)
         assert set(row["top_species"]) <= set(LABELS_V1)
         assert row["unknown"] is (row["unknown_score"] < 0.9)  # the version's threshold, on raw scores
+        assert row["unknown_method"] == "max_probability"  # the version's stored score
     assert result.unknown == sum(row["unknown"] is True for row in table)
 
 
