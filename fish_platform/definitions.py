@@ -33,12 +33,21 @@ from fish_platform.settings import Settings, load_settings
 
 
 def _executor(settings: Settings):
-    """``FISH_EXECUTOR=k8s``: every step in its own pod, sized by its asset's ``dagster-k8s/config`` tag."""
+    """The jobs' executor (``FISH_EXECUTOR``).
+
+    ``in_process`` (the default): every step runs in the run's own process. The graph is a chain, so a
+    process per step buys no parallelism, and on a small machine each one costs seconds of imports
+    (Dagster, MLflow, then TensorFlow again for every model step: about a minute per run on 2 cores).
+    ``multiprocess``: Dagster's default executor (a process per step; run config can still pick
+    ``in_process``). ``k8s``: every step in its own pod, sized by its asset's ``dagster-k8s/config`` tag.
+    """
     if settings.pipeline.executor == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
-    return None  # Dagster's default: steps in subprocesses of the run (one machine, or one run pod)
+    if settings.pipeline.executor == "in_process":
+        return dg.in_process_executor
+    return None  # Dagster's default: steps in subprocesses of the run
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:

@@ -26,7 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 PROFILES: tuple[str, ...] = ("demo", "production")
-EXECUTORS: tuple[str, ...] = ("multiprocess", "k8s")
+EXECUTORS: tuple[str, ...] = ("in_process", "multiprocess", "k8s")
 LOG_FORMATS: tuple[str, ...] = ("json", "console")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # `make mlflow`
@@ -133,7 +133,9 @@ class PipelineSettings:
     dataset_retention: int | None = None  # FISH_DATASET_RETENTION: complete versions kept (None: 3)
     spark_driver_pod: str | None = None  # POD_NAME (downward API): the driver pod that owns k8s executors
     java_home: str | None = None  # JAVA_HOME: where Spark's Java is; else `java` on PATH
-    executor: str = "multiprocess"  # FISH_EXECUTOR: multiprocess (one machine or one run pod) or k8s
+    # FISH_EXECUTOR: in_process (one machine or one run pod: every step in the run's process),
+    # multiprocess (Dagster's default: a process per step) or k8s (a pod per step)
+    executor: str = "in_process"
     train_gpus: int = 0  # FISH_TRAIN_GPUS: GPUs the training step's pod requests (k8s executor)
     serving_url: str | None = None  # FISH_SERVING_URL: the service serving_deployment asks
     serving_max_lag_seconds: float = 300.0  # FISH_SERVING_MAX_LAG_SECONDS

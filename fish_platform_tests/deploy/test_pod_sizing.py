@@ -60,10 +60,12 @@ def test_a_gpu_setting_puts_training_on_the_gpu_node_group(monkeypatch, tmp_path
     assert "nvidia.com/gpu" not in str(_resources(light)) and "nodeSelector" not in light["spec"]
 
 
-def test_one_machine_keeps_the_default_executor(monkeypatch, tmp_path):
+def test_one_machine_runs_steps_in_the_runs_process_unless_told(monkeypatch, tmp_path):
     monkeypatch.delenv("FISH_EXECUTOR", raising=False)
     defs = _definitions(monkeypatch, tmp_path)
-    assert defs.resolve_job_def("fish_pipeline").executor_def.name != "k8s"
+    assert defs.resolve_job_def("fish_pipeline").executor_def.name == "in_process"
+    defs = _definitions(monkeypatch, tmp_path, FISH_EXECUTOR="multiprocess")
+    assert defs.resolve_job_def("fish_pipeline").executor_def.name == "multi_or_in_process_executor"
 
 
 def test_the_charts_instance_config_loads_and_serializes_dataset_writers(tmp_path):

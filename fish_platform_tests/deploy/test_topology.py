@@ -125,6 +125,7 @@ def test_runs_that_share_only_postgres_and_s3(postgres_server, s3_endpoint, tmp_
         "FISH_SENSOR_INTERVAL_SECONDS": "5",
         "FISH_SENSOR_QUIET_SECONDS": "0",
         "FISH_RUN_CONFIG": str(run_config_file),
+        "FISH_EXECUTOR": "multiprocess",
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
         "TF_CPP_MIN_LOG_LEVEL": "2",
