@@ -186,4 +186,20 @@ def make_dataset(
     dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
     steps = -(-rows // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return _without_autotune_thread(dataset.prefetch(tf.data.AUTOTUNE))
+
+
+def _without_autotune_thread(dataset: Any) -> Any:
+    """``dataset`` with tf.data's autotuning model thread turned off.
+
+    Keras makes a new iterator for every training epoch and every validation pass, and destroying an
+    iterator waits for that thread to wake up from its optimization period (up to 10 s), with the
+    whole process idle: measured on 2 cores, 16 idle half-seconds in 4 epochs of the demo profile,
+    none without it, and the same losses epoch by epoch. The AUTOTUNE maps then run at the default
+    parallelism (the CPU cores TensorFlow sees) and prefetching keeps its own buffer sizing.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)

@@ -101,3 +101,14 @@ def test_cached_training_pipeline_reshuffles_the_same_images(tiny_dataset):
         assert np.array_equal(np.bincount(labels, minlength=4), label_counts(tiny_dataset, "train", 4))
         orders.append(ids)
     assert orders[0] != orders[1]  # reshuffled every epoch
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 2**30], ids=["streamed", "cached"])
+def test_pipelines_run_without_the_autotune_thread(tiny_dataset, cache_bytes):
+    # Keras makes an iterator per epoch and per validation pass; destroying one waits out the
+    # autotune thread's sleep, so neither pipeline may start that thread.
+    for training in (True, False):
+        dataset = make_dataset(tiny_dataset, "train", 32, 8, training=training, cache_bytes=cache_bytes)
+        assert dataset.options().autotune.enabled is False
+        images, labels = next(iter(dataset))
+        assert images.shape[1:] == (32, 32, 3) and labels.shape[0] > 0
