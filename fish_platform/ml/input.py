@@ -193,10 +193,10 @@ def _without_autotune_thread(dataset: Any) -> Any:
     """``dataset`` with tf.data's autotuning model thread turned off.
 
     Keras makes a new iterator for every training epoch and every validation pass, and destroying an
-    iterator waits for that thread to wake up from its optimization period (up to 10 s), with the
-    whole process idle: measured on 2 cores, 16 idle half-seconds in 4 epochs of the demo profile,
-    none without it, and the same losses epoch by epoch. The AUTOTUNE maps then run at the default
-    parallelism (the CPU cores TensorFlow sees) and prefetching keeps its own buffer sizing.
+    iterator waits for that thread to wake up from its optimization period (6-20 s waits were seen
+    here), with the whole process idle: measured on 2 cores, 16 idle half-seconds in 5 epochs of the
+    demo profile, none without it, and the same losses epoch by epoch. The AUTOTUNE maps then run at
+    TensorFlow's default parallelism instead of a tuned one.
     """
     import tensorflow as tf
 
