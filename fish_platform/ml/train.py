@@ -353,18 +353,18 @@ def _input_pipelines(dataset: DatasetLike, config: TrainConfig, image_size: int)
 
 
 def training_model(model: Any, augment: bool, seed: int) -> Any:
-    """The model that is fitted: ``model`` behind the augmentation layers when ``augment``, else itself.
+    """The model that is fitted: ``model`` behind the augmentation layers when ``augment``.
 
     It shares ``model``'s layers and weights, so training it trains ``model``; Keras' random layers
     change pixels only in training mode, so validation sees the images as they are, and ``model``
-    itself (what is logged and served) never augments.
+    itself (what is logged and served) never augments. It is a new model even without augmentation,
+    so ``model`` is never compiled: the file that is logged holds no optimizer, and loads with plain
+    ``keras.saving.load_model`` without this package's :func:`optimizer` class.
     """
-    if not augment:
-        return model
     import keras
 
     inputs = keras.Input(shape=model.input_shape[1:], dtype="float32", name="image")
-    outputs = model(augmentation(seed)(inputs))
+    outputs = model(augmentation(seed)(inputs) if augment else inputs)
     return keras.Model(inputs, outputs, name=f"{model.name}_training")
 
 

@@ -131,7 +131,10 @@ def test_augmentation_only_in_training():
 
     inputs = keras.Input((32, 32, 3))
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inputs)))
-    assert training_model(model, augment=False, seed=0) is model
+    plain = training_model(model, augment=False, seed=0)
+    assert plain is not model  # model itself is never compiled: its file holds no optimizer
+    assert {id(w) for w in model.weights} == {id(w) for w in plain.weights}
+    assert "augmentation" not in {layer.name for layer in plain.layers}
     fitted = training_model(model, augment=True, seed=0)
     assert {id(w) for w in model.weights} == {id(w) for w in fitted.weights}  # training it trains model
     assert "augmentation" not in {layer.name for layer in model.layers}  # what is logged never augments
@@ -186,3 +189,19 @@ def test_fused_adam_trains_like_keras_adam():
     op_types = [op.type for op in graph.get_operations()]
     assert op_types.count("ResourceApplyAdam") == 2
     assert "Sqrt" not in op_types
+
+
+def test_trained_model_file_loads_without_the_platform_optimizer(tmp_path):
+    """Training compiles the wrapper from training_model, never the classifier: its file holds no
+    FusedAdam, so plain keras.saving.load_model (compile included) reads it."""
+    import keras
+
+    model = _small_classifier(seed=1)
+    fitted = training_model(model, augment=False, seed=0)
+    fitted.compile(optimizer=optimizer(0.01), loss=keras.losses.SparseCategoricalCrossentropy())
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (8, 8, 8, 3)).astype("float32")
+    fitted.fit(images, rng.integers(0, 3, 8).astype("int32"), epochs=1, verbose=0)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(loaded(images), model(images), rtol=1e-5, atol=1e-6)
