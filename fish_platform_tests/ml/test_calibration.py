@@ -204,6 +204,25 @@ def test_calibration_record_round_trips_and_rejects_unknowns():
         fit_calibration(distorted, labels, score_method="vim")
 
 
+def test_featureless_on_uint8_matches_the_float_standard_deviation():
+    """The histogram route for uint8 batches (the serving path) decides as std over floats does,
+    also for pictures whose liveliest channel sits just either side of the limit."""
+    from fish_platform.ml.calibration import FEATURELESS_STD, featureless
+
+    rng = np.random.default_rng(3)
+    images = []
+    for spread in (0.0, 2.0, 3.8, 3.9, 4.0, 4.4, 30.0):  # stds 0, 2.02, 3.58, 3.96, 4.09, 4.6, 30.2
+        image = np.full((24, 20, 3), (40, 120, 220), np.float64)
+        image[..., rng.integers(0, 3)] += rng.normal(0, spread, (24, 20))  # one channel varies
+        images.append(np.clip(np.rint(image), 0, 255).astype(np.uint8))
+    batch = np.stack(images)
+    expected = batch.astype(np.float64).reshape(len(batch), -1, 3).std(axis=1).max(axis=1) < FEATURELESS_STD
+    assert featureless(batch).tolist() == expected.tolist()
+    assert featureless(batch.astype(np.float32)).tolist() == expected.tolist()
+    assert expected.tolist() == [True] * 4 + [False] * 3  # 3.96 and 4.09: either side of the limit
+    assert featureless(batch, max_std=0.5).tolist() == [True] + [False] * 6
+
+
 def test_featureless_pictures_are_unknown_whatever_the_score():
     """A plain colour holds no fish: unknown even when the model is sure (a grey wall as 0.99 Sea Bass)."""
     from fish_platform.ml.behaviour import not_a_fish_images, not_a_fish_kinds
