@@ -242,6 +242,27 @@ def test_a_calibrated_version_answers_calibrated_top3_and_flags_unknown_images()
     assert blank["unknown"] and blank["unknown_score"] > 0.6 and blank["top3"] == confident["top3"]
 
 
+def test_a_batch_answers_plain_pictures_unknown_however_sure_the_model_is():
+    """classify_batch runs the featureless check on the uint8 batch it sends to the model: a plain
+    picture (and one whose channels barely vary) is unknown, photos in the same batch are not."""
+    from fish_platform.ml.calibration import CalibrationRecord
+    from serving.inference import ModelInfo, ServedModel, classify_batch
+
+    record = CalibrationRecord(
+        temperature=1.0, threshold=0.5, score_method="max_probability", ece_before=0.1, ece_after=0.05
+    )
+    model = FakeClassifier(["Bass", "Trout", "Carp"], 16, 0)  # 0.9 Bass for every image
+    served = ServedModel(ModelInfo("fish", "3", 16, tuple(model.labels)), model=model, calibration=record)
+    rng = np.random.default_rng(1)
+    plain = np.full((16, 16, 3), (90, 140, 200), np.uint8)
+    speckled = np.clip(plain + rng.normal(0, 1.5, plain.shape), 0, 255).astype(np.uint8)
+    photo = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)  # another size: resized to 16 first
+    answers = classify_batch(served, [photo, plain, speckled, photo])
+    assert model.batches == [(4, 16, 16, 3)]
+    assert [a["unknown"] for a in answers] == [False, True, True, False]
+    assert {a["top3"][0]["species"] for a in answers} == {"Bass"}
+
+
 def test_a_vim_version_judges_unknown_from_the_embedding_and_falls_back_without_one():
     import numpy as np
 
