@@ -151,12 +151,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    """A fresh sqlite registry whose schema exists before the service starts.
+
+    The service opens the store as soon as it starts polling for the alias; if it and this process
+    both found no database, one could read the other's half-migrated schema and fail with
+    "out-of-date database schema". Creating it here, alone, leaves nothing to race.
+    """
+    from mlflow import MlflowClient
+
     root = tmp_path_factory.mktemp("mlflow")
-    return Registry(
+    registry = Registry(
         tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
         artifact_location=(root / "artifacts").as_uri(),
         model_name="fish-serving-test",
     )
+    MlflowClient(registry.tracking_uri, registry_uri=registry.tracking_uri).search_registered_models()
+    return registry
 
 
 @dataclass
