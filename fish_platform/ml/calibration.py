@@ -72,7 +72,7 @@ def _channel_variance_uint8(batch: np.ndarray) -> np.ndarray:
     the counts are integers, so the variance is exact to float64 rounding.
     """
     n, channels = batch.shape[0], batch.shape[-1]
-    pixels = batch[0, ..., 0].size
+    pixels = math.prod(batch.shape[1:-1])
     counts = np.empty((n, channels, 256), dtype=np.float64)
     for i in range(n):
         image = batch[i].reshape(-1, channels)
@@ -80,6 +80,8 @@ def _channel_variance_uint8(batch: np.ndarray) -> np.ndarray:
             counts[i, c] = np.bincount(image[:, c], minlength=256)
     mean = counts @ _LEVELS / pixels
     return np.maximum(counts @ (_LEVELS * _LEVELS) / pixels - mean * mean, 0.0)
+
+
 SCORE_METHODS = ("max_probability", "entropy", "max_logit", "energy", "vim")
 PROBABILITY_METHODS = ("max_probability", "entropy")  # the ones that work from probabilities alone
 FEATURE_METHODS = ("max_logit", "energy", "vim")  # the ones that need the embedding (and the head)
