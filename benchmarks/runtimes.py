@@ -7,8 +7,10 @@ then classifies the same random batch for ``--seconds`` per batch size:
 
 * ``tensorflow``: the Keras model through one compiled ``tf.function`` (how the MLflow wrapper
   serves it), the baseline of the ``vs TF`` column;
-* ``openvino``: FP32 IR with the runtime class's default THROUGHPUT hint (a batch split across
-  streams); ``openvino-latency``: the same IR with the LATENCY hint (one stream, every thread);
+* ``openvino``: FP32 IR with the runtime class's default THROUGHPUT hint (a batch dealt out to
+  the streams' infer requests in pieces of ``DEFAULT_REQUEST_BATCH`` images); ``openvino-latency``:
+  the same IR with the LATENCY hint (one stream, every thread); ``openvino-split`` (only with
+  ``--runtimes``): THROUGHPUT with the batch split evenly, one part per infer request;
 * ``litert``: float32 ``.tflite`` on the LiteRT interpreter (XNNPACK);
 * ``onnx``: ONNX Runtime, CPU provider (when onnxruntime and tf2onnx are installed);
 * ``openvino-int8`` (only with ``--runtimes``): the IR quantized by NNCF with random calibration
@@ -49,7 +51,7 @@ import numpy as np  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIMES = ("tensorflow", "openvino", "openvino-latency", "litert", "onnx")
-OPTIONAL_RUNTIMES = ("openvino-int8",)  # only when asked for with --runtimes
+OPTIONAL_RUNTIMES = ("openvino-int8", "openvino-split")  # only when asked for with --runtimes
 N_CLASSES = 9  # the Kaggle fish set's species
 
 
@@ -135,6 +137,10 @@ def make_runtimes(model, files: dict[str, Path], wanted: list[str], threads: int
             made[name] = rt.TensorFlowClassifier(model, threads)
         elif name == "openvino" and "openvino" in files:
             made[name] = rt.OpenVINOClassifier(files["openvino"], threads, hint="throughput")
+        elif name == "openvino-split" and "openvino" in files:
+            made[name] = rt.OpenVINOClassifier(
+                files["openvino"], threads, hint="throughput", request_batch=None
+            )
         elif name == "openvino-latency" and "openvino" in files:
             made[name] = rt.OpenVINOClassifier(files["openvino"], threads, hint="latency")
         elif name == "openvino-int8" and "openvino-int8" in files:

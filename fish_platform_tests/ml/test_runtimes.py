@@ -166,6 +166,26 @@ def test_large_batches_are_split_and_concurrent_callers_are_safe(tiny):
         assert len(results) == 8
 
 
+def test_a_batch_is_dealt_out_to_the_infer_requests_in_pieces(tiny):
+    """THROUGHPUT runs a batch as pieces of ``request_batch`` images over every free infer request;
+    the answers come back in the batch's order whatever the piece size, with or without the even split."""
+    images, _ = colour_images(23, seed=53)
+    expected = OpenVINOClassifier(tiny.openvino, threads=2, hint="latency").predict_with_features(images)
+    for request_batch in (1, 2, 3, None):
+        runtime = OpenVINOClassifier(tiny.openvino, threads=2, hint="throughput", request_batch=request_batch)
+        probs, features = runtime.predict_with_features(images)
+        np.testing.assert_allclose(probs, expected[0], atol=1e-6, err_msg=str(request_batch))
+        np.testing.assert_allclose(features, expected[1], atol=1e-5, err_msg=str(request_batch))
+        requests = list(runtime._pool.queue)
+        assert len(requests) == runtime.n_requests  # all back in the pool
+        last = [int(r.get_input_tensor().shape[0]) for r in requests]  # 0: never ran
+        limit = request_batch or -(-23 // runtime.n_requests)
+        assert max(last) > 0 and all(n <= limit for n in last), (request_batch, last)  # no piece larger
+    assert OpenVINOClassifier(tiny.openvino, threads=2, hint="latency").request_batch is None  # runs whole
+    with pytest.raises(ValueError, match="request_batch"):
+        OpenVINOClassifier(tiny.openvino, threads=2, request_batch=0)
+
+
 def test_load_runtime_by_suffix(tiny):
     assert runtimes.runtime_for_path("x/model.xml") == "openvino"
     assert runtimes.runtime_for_path("model.tflite") == "litert"
