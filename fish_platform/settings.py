@@ -61,13 +61,15 @@ PROFILE_DEFAULTS: dict[str, ProfileDefaults] = {
     # Small enough that `make demo` runs the whole graph in minutes on 2 CPU cores. Trained from
     # scratch (no ImageNet download here), so: small batches for enough BatchNorm updates per epoch,
     # a brisk learning rate, and patience for the noisy early validation loss. At least 300 optimizer
-    # steps: 96 train images (4 species x 30) are 6 steps an epoch, too few in 16 epochs to leave
+    # steps: 96 train images (4 species x 30) are 6 steps an epoch, too few in 14 epochs to leave
     # chance reliably, so they get 50 epochs (docs/training.md, "Minimum steps").
     "demo": ProfileDefaults(
         image_size=96,
         variant="B0",
         weights="none",
-        epochs_head=12,
+        # 10 + 4: the drop to lr_finetune gives the biggest step in validation accuracy, and it
+        # came as well after 10 epochs as after 12 (docs/benchmarks.md, "Model quality on real photos").
+        epochs_head=10,
         epochs_finetune=4,
         batch_size=16,
         min_images_per_species=10,
