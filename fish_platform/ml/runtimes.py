@@ -331,12 +331,28 @@ class OpenVINOClassifier:
         n_requests = max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
         self.n_requests = n_requests if self.hint == "throughput" else 1
         self.request_batch = request_batch if self.hint == "throughput" else None
+        self._warm_up(self._compiled.create_infer_request())
         self._pool: queue.LifoQueue = queue.LifoQueue()
         for _ in range(self.n_requests):
             self._pool.put(self._compiled.create_infer_request())
         # The calling thread drives one request; these drive the others a call holds (infer
         # releases the GIL). Started on first use.
         self._helpers = ThreadPoolExecutor(max(1, self.n_requests - 1), thread_name_prefix="openvino")
+
+    def _warm_up(self, request: Any) -> None:
+        """One image through ``request`` in the constructing thread, before any two threads can call
+        into OpenVINO at once.
+
+        OpenVINO's Python bindings (pybind11) set up their NumPy interface on first use, and two
+        threads doing that at the same moment deadlock: one holds the GIL waiting for the
+        initialisation, the other holds the initialisation waiting for the GIL. Seen as a Spark
+        batch-scoring task that never ended (its first batch dealt out to two infer requests at once),
+        and in 2 of 20 fresh processes whose first calls came from four threads together.
+        """
+        tensor = request.get_input_tensor(0)
+        size = self.image_size or 32
+        request.infer({0: np.zeros((1, size, size, 3), dtype=tensor.get_element_type().to_dtype())})
+        self._outputs(request)
 
     @property
     def streams(self) -> int:

@@ -186,6 +186,47 @@ def test_a_batch_is_dealt_out_to_the_infer_requests_in_pieces(tiny):
         OpenVINOClassifier(tiny.openvino, threads=2, request_batch=0)
 
 
+def test_first_calls_from_several_threads_at_once_do_not_deadlock(tiny):
+    """Fresh processes whose first calls come from four threads together all finish.
+
+    OpenVINO's bindings set up their NumPy interface on first use, and two threads doing that at once
+    deadlock; the classifier's constructor runs one image first. The race is timing-dependent: before
+    that warm-up, 2 of 20 such processes hung here, so twelve make a hang likely to show.
+    """
+    images, _ = colour_images(8, seed=61)
+    np.save(tiny.saved_model.parent / "race.npy", images)
+    script = textwrap.dedent(
+        f"""
+        import threading
+        import numpy as np
+        from fish_platform.ml.runtimes import OpenVINOClassifier
+        images = np.load({str(tiny.saved_model.parent / "race.npy")!r})
+        runtime = OpenVINOClassifier({str(tiny.openvino)!r}, threads=2, hint="throughput", request_batch=1)
+        start = threading.Barrier(4)
+        def call():
+            start.wait()
+            assert runtime.predict_arrays(images).shape == (8, runtime.n_classes)
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        print("finished")
+        """
+    )
+    hung = 0
+    for _ in range(12):
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30
+            )
+        except subprocess.TimeoutExpired:
+            hung += 1
+            continue
+        assert result.stdout.strip().endswith("finished"), result.stderr[-2000:]
+    assert hung == 0, f"{hung} of 12 processes hung in their first concurrent OpenVINO calls"
+
+
 def test_load_runtime_by_suffix(tiny):
     assert runtimes.runtime_for_path("x/model.xml") == "openvino"
     assert runtimes.runtime_for_path("model.tflite") == "litert"
